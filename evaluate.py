@@ -1,0 +1,90 @@
+"""Evaluate a generator on benchmark folders: Y-PSNR / Y-SSIM (TPSR protocol), LPIPS, params, MACs@720p.
+
+python evaluate.py --genotype tpsr --weights TPSR_NOGANX4.pt --data Set5=PATH/Set5
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from darts_sr.data import DataError, load_dataset, parse_data_spec
+from darts_sr.evaluation import evaluate_pairs, format_table
+from darts_sr.genotype import GenotypeError, load_generator_genotype
+from darts_sr.io import CheckpointError, atomic_write_text
+from darts_sr.metrics import LpipsMetric
+from darts_sr.networks import WeightsMismatch, generator_macs, generator_params, load_generator
+
+log = logging.getLogger("evaluate")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--genotype", help="built-in name (tpsr) or genotype JSON; optional with our own checkpoints")
+    p.add_argument("--weights", required=True, help="our checkpoint, or a TPSR-format state dict")
+    p.add_argument("--scale", type=int, help="upscaling factor; must match the genotype's (default: the genotype's)")
+    p.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="NAME=PATH",
+        help="benchmark folder (HR/, LR_bicubic/X<s>/), HR-only folder, lr:FOLDER, or builtin; repeatable",
+    )
+    p.add_argument("--synthesize-lr", action="store_true", help="ignore LR folders; make LR from HR by bicubic")
+    p.add_argument("--save-images", type=Path, metavar="DIR", help="write SR images to DIR/<dataset>/<image>.png")
+    p.add_argument("--json", type=Path, metavar="OUT.json", help="write the records as JSON")
+    p.add_argument(
+        "--pretrained-dir",
+        type=Path,
+        help="folder holding ImageNet AlexNet weights for LPIPS (default: the torch hub cache)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    genotype = load_generator_genotype(args.genotype) if args.genotype else None
+    model = load_generator(args.weights, genotype)
+    genotype = model.genotype
+    if args.scale is not None and args.scale != genotype.scale:
+        raise GenotypeError(f"--scale {args.scale} does not match the genotype's scale {genotype.scale}")
+    datasets = [parse_data_spec(spec) for spec in args.data]
+    device = torch.device(args.device)
+    model.to(device)
+    lpips_metric, reason = LpipsMetric.create(args.pretrained_dir)
+    if lpips_metric is None:
+        log.warning("LPIPS: n/a (%s)", reason)
+    else:
+        lpips_metric.to(device)
+    params, macs = generator_params(genotype), generator_macs(genotype)
+    records = []
+    for name, path in datasets:
+        pairs = load_dataset(path, genotype.scale, synthesize_lr=args.synthesize_lr)
+        save_dir = args.save_images / name if args.save_images else None
+        score = evaluate_pairs(model, pairs, name, genotype.scale, lpips_metric, device, save_dir)
+        records.append(dataclasses.asdict(score) | {"params": params, "macs_720p": macs})
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        records = run(args)
+    except (DataError, GenotypeError, CheckpointError, WeightsMismatch) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(records))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(records, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
