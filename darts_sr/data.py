@@ -1,0 +1,396 @@
+"""Images in, (LR, HR) pairs and training patches out.
+
+Range rule (see ``darts_sr/__init__.py``): arrays here are uint8 ``(H, W, 3)`` RGB; tensors handed to networks are
+float ``(B, 3, H, W)`` in [0, 1]. ``to_tensor`` / ``to_uint8`` are the only crossings, and ``to_uint8`` is where
+network outputs are quantised (clamp to [0, 255], round), as EDSR/TPSR evaluation does.
+
+Dataset specs accepted by ``load_dataset``:
+
+- ``builtin``: a small default set from scikit-image's bundled images (no download), LR synthesised.
+- ``lr:PATH``: a folder of LR images without ground truth.
+- ``PATH`` with ``HR/`` (and optionally ``LR_bicubic/X{scale}/``): benchmark layout (Set5, Set14, DIV2K valid).
+- ``PATH`` with only ``LR_bicubic/X{scale}/``: LR only.
+- any other ``PATH``: a folder of HR images, LR synthesised with MATLAB-compatible bicubic.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile
+from resize_right import resize
+
+__all__ = [
+    "BUILTIN_SPLITS",
+    "IMAGE_EXTENSIONS",
+    "DataError",
+    "ImagePair",
+    "PatchSampler",
+    "bicubic_downscale",
+    "bicubic_upscale",
+    "crop_to_multiple",
+    "list_images",
+    "load_dataset",
+    "load_image",
+    "parse_data_spec",
+    "to_tensor",
+    "to_uint8",
+]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+
+# Built-in demo set: scikit-image's bundled files, so it works offline. Splits are disjoint by image.
+BUILTIN_SPLITS: dict[str, tuple[str, ...]] = {
+    "train": ("astronaut", "coffee", "rocket", "hubble_deep_field", "retina"),
+    "val": ("ihc",),
+    "test": ("chelsea", "motorcycle_left"),
+}
+
+_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+class DataError(ValueError):
+    """A dataset or image problem the user must fix; the message is one line naming the file or folder."""
+
+    def __init__(self, message: str) -> None:
+        # PIL reasons and odd file names can carry newlines; keep log lines and CLI errors to one line.
+        super().__init__(" ".join(str(message).split()))
+
+
+# --------------------------------------------------------------------------------------------------- single images
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image file as uint8 ``(H, W, 3)`` RGB.
+
+    Greyscale is replicated to 3 channels, alpha dropped, palettes expanded; 16-bit greyscale is scaled to 8 bit by
+    ``round(v / 257)``. EXIF orientation is ignored, as MATLAB's ``imread`` (and so every SR benchmark) does.
+    Raises ``DataError`` for a missing, truncated or corrupt file.
+    """
+    path = Path(path)
+    # A truncated file must fail, not decode as grey padding; restore the caller's setting afterwards.
+    truncated_setting = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with Image.open(path) as img:
+            img.load()  # Image.open is lazy; only a full decode finds truncation
+            return _to_rgb_uint8(img)
+    # Pillow raises a zoo of types for broken files (OSError, SyntaxError, zlib/struct errors, bomb errors).
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = truncated_setting
+
+
+def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
+    if img.mode in _SIXTEEN_BIT_MODES:
+        # Pillow's own I -> L conversion clips at 255 instead of scaling, which would turn a 16-bit image white.
+        values = np.asarray(img).astype(np.float64)
+        grey = np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if img.mode == "F":
+        raise ValueError("floating-point images are not supported")
+    # Covers 1, L, LA, P, PA, RGBA, CMYK, YCbCr. 16-bit RGB PNGs arrive from Pillow already reduced to their high
+    # byte (floor(v / 256)), within one level of round(v / 257); Pillow offers no 48-bit mode to do better.
+    rgb = img if img.mode == "RGB" else img.convert("RGB")
+    return np.array(rgb, dtype=np.uint8)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly inside ``folder`` (extensions in ``IMAGE_EXTENSIONS``, any case), sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder")
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        # Dot files are macOS resource forks (._x.png) and editor litter, never images.
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )
+    if not files:
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def crop_to_multiple(img: np.ndarray, scale: int) -> np.ndarray:
+    """Crop ``(H, W, ...)`` from the top-left so H and W are multiples of ``scale`` (the benchmark convention)."""
+    h, w = img.shape[:2]
+    return img[: h - h % scale, : w - w % scale]
+
+
+def _check_image_array(img: np.ndarray, what: str) -> None:
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
+        raise ValueError(f"{what} must be a uint8 (H, W, 3) array, got {desc}")
+
+
+def _resize_uint8(img: np.ndarray, factor: float, out_hw: tuple[int, int]) -> np.ndarray:
+    # float64 and symmetric padding reproduce MATLAB imresize (cubic, antialiased) to within one grey level.
+    out = resize(img.astype(np.float64), scale_factors=factor, out_shape=out_hw, pad_mode="symmetric")
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB-compatible ``imresize(hr, 1/scale, 'bicubic')``: uint8 ``(H, W, 3)`` -> uint8 ``(H/s, W/s, 3)``.
+
+    H and W must be multiples of ``scale`` (use ``crop_to_multiple``) so LR pixels tile HR pixels exactly.
+    """
+    _check_image_array(hr, "hr")
+    h, w = hr.shape[:2]
+    if h % scale or w % scale:
+        raise ValueError(f"HR size {h}x{w} is not a multiple of scale {scale}; crop_to_multiple first")
+    return _resize_uint8(hr, 1.0 / scale, (h // scale, w // scale))
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB-compatible bicubic upscaling (the bicubic baseline): uint8 ``(h, w, 3)`` -> uint8 ``(h*s, w*s, 3)``."""
+    _check_image_array(lr, "lr")
+    h, w = lr.shape[:2]
+    return _resize_uint8(lr, float(scale), (h * scale, w * scale))
+
+
+# ----------------------------------------------------------------------------------------------------------- pairs
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: field-wise == on arrays is ambiguous and arrays are unhashable
+class ImagePair:
+    """One image: ``lr`` uint8 ``(h, w, 3)``; ``hr`` uint8 ``(h*s, w*s, 3)`` or None when there is no ground truth."""
+
+    name: str
+    lr: np.ndarray
+    hr: np.ndarray | None
+
+    def __post_init__(self) -> None:
+        _check_image_array(self.lr, f"{self.name}: lr")
+        if self.hr is not None:
+            _check_image_array(self.hr, f"{self.name}: hr")
+
+
+def parse_data_spec(spec: str) -> tuple[str, str]:
+    """Split a ``--data NAME=PATH`` argument into ``(NAME, PATH)``; the path may itself contain ``=``."""
+    name, sep, path = spec.partition("=")
+    name, path = name.strip(), path.strip()
+    if not sep or not name or not path:
+        raise DataError(f"--data {spec!r}: expected NAME=PATH")
+    return name, path
+
+
+def load_dataset(spec: str, scale: int, synthesize_lr: bool = False, split: str = "test") -> list[ImagePair]:
+    """Load the pairs named by ``spec`` (see the module docstring for the forms), sorted by name.
+
+    ``synthesize_lr`` ignores a given ``LR_bicubic/X{scale}`` folder and makes LR from HR instead. ``split`` picks
+    the built-in set's ``train`` / ``val`` / ``test`` part and is ignored for folders.
+    """
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
+    if spec == "builtin":
+        return _load_builtin(split, scale)
+    if spec.startswith("lr:"):
+        if not spec[3:].strip():
+            raise DataError(f"{spec!r}: expected lr:PATH")
+        folder = Path(spec[3:]).expanduser()
+        return [ImagePair(p.stem, load_image(p), None) for p in _unique_stems(list_images(folder), folder)]
+
+    root = Path(spec).expanduser()
+    if not root.exists():
+        raise DataError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder (expected a folder of images or HR/ + LR_bicubic/X{scale}/)")
+    hr_dir, lr_dir = root / "HR", root / "LR_bicubic" / f"X{scale}"
+    if hr_dir.is_dir():
+        if lr_dir.is_dir() and not synthesize_lr:
+            return _load_benchmark(hr_dir, lr_dir, scale)
+        if not synthesize_lr:
+            logger.info("%s: no LR_bicubic/X%d folder, synthesising LR with bicubic", root, scale)
+        return _load_hr_only(hr_dir, scale)
+    if lr_dir.is_dir():
+        files = _unique_stems(list_images(lr_dir), lr_dir, scale)
+        return [ImagePair(_strip_scale_suffix(p.stem, scale), load_image(p), None) for p in files]
+    if (root / "LR_bicubic").is_dir() and not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in root.iterdir()):
+        # Looks like a benchmark for another scale: say that rather than "no images".
+        raise DataError(f"{lr_dir}: no such folder (and no HR/ folder beside it)")
+    return _load_hr_only(root, scale)
+
+
+def _strip_scale_suffix(stem: str, scale: int) -> str:
+    # EDSR names LR files babyx4.png for HR baby.png.
+    suffix = f"x{scale}"
+    return stem[: -len(suffix)] if stem.lower().endswith(suffix) and len(stem) > len(suffix) else stem
+
+
+def _unique_stems(files: list[Path], folder: Path, scale: int | None = None) -> list[Path]:
+    # Pairs are named by stem; two files with one stem would overwrite each other's outputs.
+    seen: dict[str, Path] = {}
+    for p in files:
+        key = p.stem if scale is None else _strip_scale_suffix(p.stem, scale)
+        if key in seen:
+            raise DataError(f"{folder}: {seen[key].name} and {p.name} have the same name {key!r}")
+        seen[key] = p
+    return files
+
+
+def _crop_all(named_hr: list[tuple[str, np.ndarray]], scale: int, where: str) -> list[tuple[str, np.ndarray]]:
+    cropped = [(name, crop_to_multiple(hr, scale)) for name, hr in named_hr]
+    n = sum(a.shape != b.shape for (_, a), (_, b) in zip(named_hr, cropped))
+    if n:
+        # Once per folder: a per-image line would drown the log for DIV2K-sized sets.
+        logger.info("%s: cropped %d of %d HR images to a multiple of %d", where, n, len(named_hr), scale)
+    return cropped
+
+
+def _load_hr_only(folder: Path, scale: int) -> list[ImagePair]:
+    files = _unique_stems(list_images(folder), folder)
+    named = _crop_all([(p.stem, load_image(p)) for p in files], scale, str(folder))
+    pairs = []
+    for (name, hr), path in zip(named, files):
+        if hr.shape[0] == 0 or hr.shape[1] == 0:
+            raise DataError(f"{path}: image smaller than the scale factor {scale}")
+        pairs.append(ImagePair(name, bicubic_downscale(hr, scale), hr))
+    return pairs
+
+
+def _load_benchmark(hr_dir: Path, lr_dir: Path, scale: int) -> list[ImagePair]:
+    hr_files = _unique_stems(list_images(hr_dir), hr_dir)
+    lr_files = _unique_stems(list_images(lr_dir), lr_dir, scale)
+    lr_by_stem = {_strip_scale_suffix(p.stem, scale): p for p in lr_files}
+    for p in lr_files:  # an exact stem match wins over the EDSR-suffix reading (an HR really named "tx4")
+        lr_by_stem[p.stem] = p
+
+    named = _crop_all([(p.stem, load_image(p)) for p in hr_files], scale, str(hr_dir))
+    pairs, used = [], set()
+    for (name, hr), hr_path in zip(named, hr_files):
+        lr_path = lr_by_stem.get(name)
+        if lr_path is None:
+            raise DataError(f"{hr_path}: no LR image in {lr_dir} (looked for {name}.* and {name}x{scale}.*)")
+        used.add(lr_path)
+        lr = load_image(lr_path)
+        if lr.shape[0] * scale != hr.shape[0] or lr.shape[1] * scale != hr.shape[1]:
+            raise DataError(
+                f"{lr_path} is {lr.shape[1]}x{lr.shape[0]} but {hr_path} is {hr.shape[1]}x{hr.shape[0]} "
+                f"after cropping to a multiple of {scale}; expected LR x{scale} = HR (sizes are WxH)"
+            )
+        pairs.append(ImagePair(name, lr, hr))
+    if len(used) < len(lr_files):
+        logger.warning("%s: %d LR images have no HR counterpart and are ignored", lr_dir, len(lr_files) - len(used))
+    return pairs
+
+
+# -------------------------------------------------------------------------------------------------------- built-in
+
+
+def _skimage_data_dir() -> Path:
+    import skimage.data  # deferred: skimage is slow to import and only the built-in set needs it
+
+    return Path(skimage.data.__file__).parent
+
+
+@functools.cache
+def _builtin_pair(name: str, scale: int) -> ImagePair:
+    # Cached: retina is 1411x1411 and the demo loads the same split repeatedly. Arrays are made read-only so a
+    # caller's in-place edit fails loudly instead of corrupting every later load.
+    data_dir = _skimage_data_dir()
+    matches = sorted(p for p in data_dir.glob(f"{name}.*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not matches:
+        raise DataError(f"{data_dir}: built-in image {name!r} not found (is scikit-image installed completely?)")
+    ((_, hr),) = _crop_all([(name, load_image(matches[0]))], scale, str(matches[0]))
+    lr = bicubic_downscale(hr, scale)
+    hr.flags.writeable = False
+    lr.flags.writeable = False
+    return ImagePair(name, lr, hr)
+
+
+def _load_builtin(split: str, scale: int) -> list[ImagePair]:
+    if split not in BUILTIN_SPLITS:
+        raise DataError(f"builtin: unknown split {split!r} (expected one of {', '.join(BUILTIN_SPLITS)})")
+    return [_builtin_pair(name, scale) for name in BUILTIN_SPLITS[split]]
+
+
+# --------------------------------------------------------------------------------------------------------- tensors
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 ``(H, W, 3)`` -> float32 ``(1, 3, H, W)`` in [0, 1]."""
+    _check_image_array(img, "image")
+    # astype copies, so read-only (cached) arrays are fine and the tensor owns its memory.
+    return torch.from_numpy(img.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def to_uint8(t: torch.Tensor) -> np.ndarray:
+    """float ``(1, 3, H, W)`` or ``(3, H, W)`` in [0, 1] -> uint8 ``(H, W, 3)``, clamped to [0, 255] and rounded."""
+    if t.dim() == 4:
+        if t.shape[0] != 1:
+            raise ValueError(f"to_uint8 takes one image, got a batch of {t.shape[0]}")
+        t = t[0]
+    if t.dim() != 3 or t.shape[0] != 3:
+        raise ValueError(f"to_uint8 expects (1, 3, H, W) or (3, H, W), got {tuple(t.shape)}")
+    t = t.detach().to("cpu", torch.float32)
+    return (t * 255.0).clamp_(0, 255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+# -------------------------------------------------------------------------------------------------------- patches
+
+
+class PatchSampler:
+    """Random aligned (LR, HR) training patches from in-memory pairs.
+
+    Each batch item picks an image uniformly, an LR crop of ``patch_size`` and the HR crop it covers, then (with
+    ``augment``) a random horizontal flip, vertical flip and transpose applied to both. All randomness comes from
+    the ``torch.Generator`` passed to ``sample``, so saving its state is enough to resume a run exactly.
+    """
+
+    def __init__(self, pairs: list[ImagePair], patch_size: int, scale: int, augment: bool = True) -> None:
+        if not pairs:
+            raise ValueError("PatchSampler needs at least one image pair")
+        if patch_size < 1 or scale < 1:
+            raise ValueError(f"patch_size and scale must be >= 1, got {patch_size} and {scale}")
+        for pair in pairs:
+            if pair.hr is None:
+                raise DataError(f"{pair.name}: no HR image; training patches need ground truth")
+            h, w = pair.lr.shape[:2]
+            if pair.hr.shape[:2] != (h * scale, w * scale):
+                raise DataError(f"{pair.name}: HR {pair.hr.shape[:2]} is not LR {(h, w)} x{scale}")
+            if h < patch_size or w < patch_size:
+                raise DataError(f"{pair.name}: LR {w}x{h} is smaller than the {patch_size}x{patch_size} patch")
+        self.pairs = list(pairs)
+        self._images: list[tuple[np.ndarray, np.ndarray]] = [(q.lr, q.hr) for q in pairs if q.hr is not None]
+        self.patch_size = patch_size
+        self.scale = scale
+        self.augment = augment
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(lr, hr)``: float32 CPU tensors ``(B, 3, p, p)`` and ``(B, 3, p*s, p*s)`` in [0, 1]."""
+        p, s = self.patch_size, self.scale
+        dev = generator.device
+        # Two draws per batch, in a fixed order, so the stream is identical whatever the images' sizes.
+        idx = torch.randint(len(self.pairs), (batch_size,), generator=generator, device=dev).tolist()
+        u = torch.rand(batch_size, 5, generator=generator, device=dev, dtype=torch.float64).tolist()
+        lrs, hrs = [], []
+        for i, (uy, ux, uh, uv, ut) in zip(idx, u):
+            lr_img, hr_img = self._images[i]
+            h, w = lr_img.shape[:2]
+            # min() guards the float edge case u * n == n; crops are aligned so LR pixel (y, x) covers HR s*(y, x).
+            y, x = min(int(uy * (h - p + 1)), h - p), min(int(ux * (w - p + 1)), w - p)
+            lr = lr_img[y : y + p, x : x + p]
+            hr = hr_img[y * s : (y + p) * s, x * s : (x + p) * s]
+            if self.augment:
+                if uh < 0.5:
+                    lr, hr = lr[:, ::-1], hr[:, ::-1]
+                if uv < 0.5:
+                    lr, hr = lr[::-1], hr[::-1]
+                if ut < 0.5:
+                    lr, hr = lr.transpose(1, 0, 2), hr.transpose(1, 0, 2)
+            lrs.append(lr)
+            hrs.append(hr)
+        return _batch_to_tensor(lrs), _batch_to_tensor(hrs)
+
+
+def _batch_to_tensor(patches: list[np.ndarray]) -> torch.Tensor:
+    batch = np.stack(patches).astype(np.float32) / 255.0  # (B, H, W, 3); stack copies the flipped views
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()

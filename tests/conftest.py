@@ -1,0 +1,31 @@
+"""Shared test helpers: paths to ../shared and a CLI runner."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+TPSR_DIR = SHARED / "anchors" / "tpsr"
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    """../shared is part of CI's checkout; its absence is a broken setup, not a reason to skip."""
+    assert TPSR_DIR.is_dir(), f"{TPSR_DIR} is missing: tests need ../shared beside the repository"
+    return SHARED
+
+
+def run_cli(script: str, *args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs an entry point as a user would: a separate Python process in the repository root."""
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )

@@ -1,0 +1,84 @@
+"""The bilevel step: second-order architecture gradient against finite differences."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from darts_sr.architect import arch_gradients
+from darts_sr.supernet import GeneratorSupernet
+
+
+def _tiny_problem():
+    torch.manual_seed(0)
+    net = GeneratorSupernet(nodes=2, channels=2, scale=2, ops=("conv_3x3", "sep_3x3", "skip")).double()
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.normal_(0, 0.5)
+    lr_t, hr_t = torch.rand(2, 3, 5, 5, dtype=torch.float64), torch.rand(2, 3, 10, 10, dtype=torch.float64)
+    lr_v, hr_v = torch.rand(2, 3, 5, 5, dtype=torch.float64), torch.rand(2, 3, 10, 10, dtype=torch.float64)
+    train_loss = lambda: F.mse_loss(net(lr_t), hr_t)  # noqa: E731
+    val_loss = lambda: F.mse_loss(net(lr_v), hr_v)  # noqa: E731
+    return net, train_loss, val_loss
+
+
+def test_second_order_gradient_matches_finite_differences():
+    net, train_loss, val_loss = _tiny_problem()
+    xi = 0.5
+    arch, weights = net.arch_parameters(), net.weight_parameters()
+    arch_gradients(arch, weights, train_loss, val_loss, order="second", xi=xi)
+    analytic = torch.cat([p.grad.flatten() for p in arch])
+
+    def unrolled_val_loss() -> float:
+        # L_val(w - xi * dL_train/dw, a) for the current a, weights restored afterwards.
+        w0 = [p.detach().clone() for p in weights]
+        grads = torch.autograd.grad(train_loss(), weights)
+        with torch.no_grad():
+            for p, g in zip(weights, grads):
+                p.sub_(xi * g)
+            value = val_loss().item()
+            for p, w in zip(weights, w0):
+                p.copy_(w)
+        return value
+
+    h, numeric = 1e-5, []
+    for p in arch:
+        for i in range(p.numel()):
+            with torch.no_grad():
+                p.view(-1)[i] += h
+            up = unrolled_val_loss()
+            with torch.no_grad():
+                p.view(-1)[i] -= 2 * h
+            down = unrolled_val_loss()
+            with torch.no_grad():
+                p.view(-1)[i] += h
+            numeric.append((up - down) / (2 * h))
+    numeric = torch.tensor(numeric, dtype=torch.float64)
+    relative = (analytic - numeric).norm() / numeric.norm()
+    assert relative < 0.05, f"relative error {relative:.3g}"
+    # The second-order correction matters here, so the test would notice it missing.
+    first = torch.cat([g.flatten() for g in torch.autograd.grad(val_loss(), arch)])
+    assert (first - numeric).norm() / numeric.norm() > 5 * relative
+
+
+def test_weights_restored_and_only_arch_grads_set():
+    net, train_loss, val_loss = _tiny_problem()
+    before = [p.detach().clone() for p in net.weight_parameters()]
+    arch_gradients(net.arch_parameters(), net.weight_parameters(), train_loss, val_loss, order="second", xi=0.1)
+    for p, b in zip(net.weight_parameters(), before):
+        assert torch.equal(p, b)
+        assert p.grad is None
+    assert all(p.grad is not None for p in net.arch_parameters())
+
+
+def test_first_order_is_plain_validation_gradient():
+    net, train_loss, val_loss = _tiny_problem()
+    arch_gradients(net.arch_parameters(), net.weight_parameters(), train_loss, val_loss, order="first")
+    expected = torch.autograd.grad(val_loss(), net.arch_parameters())
+    for p, g in zip(net.arch_parameters(), expected):
+        assert torch.allclose(p.grad, g)
+
+
+def test_unknown_order_is_refused():
+    net, train_loss, val_loss = _tiny_problem()
+    with pytest.raises(ValueError, match="third"):
+        arch_gradients(net.arch_parameters(), net.weight_parameters(), train_loss, val_loss, order="third")

@@ -1,0 +1,167 @@
+"""Losses: perceptual (VGG19), relativistic GAN terms, and the weighted generator loss.
+
+ImageNet weights cannot be downloaded here, so the VGG19 backbone is randomly initialised in these tests
+(``allow_random=True`` with an empty weights directory). That is enough for the properties tested: zero at
+identity, gradient flow, freezing, layer choice. It is never a real perceptual loss.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from darts_sr.losses import (
+    ESRGAN_WEIGHTS,
+    PIXEL_ONLY,
+    VGG19_CONV_INDEX,
+    GeneratorLoss,
+    LossWeights,
+    PerceptualLoss,
+    relativistic_discriminator_loss,
+    relativistic_discriminator_terms,
+    relativistic_generator_loss,
+)
+from darts_sr.pretrained import PretrainedWeightsMissing
+
+
+@pytest.fixture(scope="module")
+def perceptual(tmp_path_factory: pytest.TempPathFactory) -> PerceptualLoss:
+    """A randomly initialised VGG19 up to conv5_4 (built once: VGG19's random init takes seconds)."""
+    torch.manual_seed(0)
+    return PerceptualLoss("conv5_4", pretrained_dir=tmp_path_factory.mktemp("no_weights"), allow_random=True)
+
+
+def _images(seed: int, n: int = 2, size: int = 16) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_missing_weights_raise_without_allow_random(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # restored after the test
+    torch.hub.set_dir(str(tmp_path / "torch_home" / "hub"))
+    with pytest.raises(PretrainedWeightsMissing, match="vgg19"):
+        PerceptualLoss()
+
+
+def test_layer_index_mapping() -> None:
+    # torchvision's vgg19().features is make_layers(cfgs["E"]); built directly to skip the classifier's slow init.
+    features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["E"])
+    convs = [i for i, m in enumerate(features) if isinstance(m, nn.Conv2d)]
+    assert list(VGG19_CONV_INDEX.values()) == convs
+    assert VGG19_CONV_INDEX["conv5_4"] == 34 and VGG19_CONV_INDEX["conv1_1"] == 0 and VGG19_CONV_INDEX["conv2_1"] == 5
+    with pytest.raises(ValueError, match="unknown VGG19 layer"):
+        PerceptualLoss("conv6_1", allow_random=True)
+
+
+def test_features_end_at_the_conv_before_its_relu(perceptual: PerceptualLoss) -> None:
+    assert perceptual.pretrained is False
+    assert len(perceptual.features) == 35
+    assert isinstance(perceptual.features[-1], nn.Conv2d)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in perceptual.features) == 4
+
+
+def test_perceptual_zero_at_identity_positive_otherwise(perceptual: PerceptualLoss) -> None:
+    x, y = _images(1), _images(2)
+    assert perceptual(x, x).item() == 0.0
+    assert perceptual(x, y).item() > 0.0
+
+
+def test_perceptual_gradient_reaches_sr_not_vgg(perceptual: PerceptualLoss) -> None:
+    sr = _images(3).requires_grad_(True)
+    hr = _images(4).requires_grad_(True)
+    perceptual(sr, hr).backward()
+    assert sr.grad is not None and sr.grad.abs().sum() > 0
+    assert hr.grad is None  # targets are computed under no_grad
+    for name, p in perceptual.named_parameters():
+        assert not p.requires_grad and p.grad is None, name
+
+
+def test_perceptual_stays_in_eval_mode(perceptual: PerceptualLoss) -> None:
+    parent = nn.ModuleDict({"loss": perceptual}).train()
+    assert parent.training
+    assert not perceptual.training and not any(m.training for m in perceptual.modules())
+
+
+def test_perceptual_normalises_with_imagenet_statistics(perceptual: PerceptualLoss) -> None:
+    x = _images(5, n=1)
+    expected = perceptual.features(
+        (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    )
+    torch.testing.assert_close(perceptual._features(x), expected)
+
+
+def _bce(x: float, target: float) -> float:
+    """Binary cross-entropy of one logit, by hand."""
+    p = 1 / (1 + math.exp(-x))
+    return -(target * math.log(p) + (1 - target) * math.log(1 - p))
+
+
+def test_relativistic_losses_match_hand_computation() -> None:
+    real = torch.tensor([[1.0], [-0.5]])
+    fake = torch.tensor([[0.25], [-1.0], [2.0]])
+    mean_real, mean_fake = 0.25, 1.25 / 3
+    d_real = sum(_bce(r - mean_fake, 1.0) for r in (1.0, -0.5)) / 2
+    d_fake = sum(_bce(f - mean_real, 0.0) for f in (0.25, -1.0, 2.0)) / 3
+    g_real = sum(_bce(r - mean_fake, 0.0) for r in (1.0, -0.5)) / 2
+    g_fake = sum(_bce(f - mean_real, 1.0) for f in (0.25, -1.0, 2.0)) / 3
+
+    terms = relativistic_discriminator_terms(real, fake)
+    assert set(terms) == {"l_d_real", "l_d_fake"}
+    assert terms["l_d_real"].item() == pytest.approx(d_real, rel=1e-6)
+    assert terms["l_d_fake"].item() == pytest.approx(d_fake, rel=1e-6)
+    assert relativistic_discriminator_loss(real, fake).item() == pytest.approx((d_real + d_fake) / 2, rel=1e-6)
+    assert relativistic_generator_loss(real, fake).item() == pytest.approx((g_real + g_fake) / 2, rel=1e-6)
+
+
+def test_relativistic_generator_gradient_reaches_fake_logits() -> None:
+    real = torch.randn(4, 1)
+    fake = torch.randn(4, 1, requires_grad=True)
+    relativistic_generator_loss(real, fake).backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+
+
+def test_loss_weight_presets_and_validation() -> None:
+    assert ESRGAN_WEIGHTS == LossWeights(pixel=1e-2, perceptual=1.0, adversarial=5e-3)
+    assert PIXEL_ONLY == LossWeights(pixel=1.0, perceptual=0.0, adversarial=0.0)
+    with pytest.raises(ValueError, match="'pixel'"):
+        LossWeights(pixel=-1.0, perceptual=0.0, adversarial=0.0)
+    with pytest.raises(ValueError, match="all loss weights are 0"):
+        LossWeights(pixel=0.0, perceptual=0.0, adversarial=0.0)
+
+
+def test_generator_loss_pixel_only() -> None:
+    loss = GeneratorLoss(PIXEL_ONLY, None)
+    assert not loss.needs_discriminator
+    sr, hr = _images(6), _images(7)
+    total, terms = loss(sr, hr)
+    assert set(terms) == {"l_g_pix"}
+    torch.testing.assert_close(total, (sr - hr).abs().mean())
+
+
+def test_generator_loss_esrgan_terms_are_weighted(perceptual: PerceptualLoss) -> None:
+    loss = GeneratorLoss(ESRGAN_WEIGHTS, perceptual)
+    assert loss.needs_discriminator
+    sr, hr = _images(8), _images(9)
+    real, fake = torch.randn(2, 1), torch.randn(2, 1)
+    total, terms = loss(sr, hr, real, fake)
+    assert set(terms) == {"l_g_pix", "l_g_percep", "l_g_gan"}
+    torch.testing.assert_close(terms["l_g_pix"], 1e-2 * (sr - hr).abs().mean())
+    torch.testing.assert_close(terms["l_g_percep"], 1.0 * perceptual(sr, hr))
+    torch.testing.assert_close(terms["l_g_gan"], 5e-3 * relativistic_generator_loss(real, fake))
+    torch.testing.assert_close(total, terms["l_g_pix"] + terms["l_g_percep"] + terms["l_g_gan"])
+
+
+def test_generator_loss_requires_what_its_weights_need(perceptual: PerceptualLoss) -> None:
+    with pytest.raises(ValueError, match="no PerceptualLoss"):
+        GeneratorLoss(ESRGAN_WEIGHTS, None)
+    loss = GeneratorLoss(LossWeights(pixel=1.0, perceptual=0.0, adversarial=0.5), None)
+    with pytest.raises(ValueError, match="real_logits and fake_logits"):
+        loss(_images(10), _images(11))
+    _, terms = loss(_images(10), _images(11), torch.randn(2, 1), torch.randn(2, 1))
+    assert set(terms) == {"l_g_pix", "l_g_gan"}
