@@ -65,6 +65,12 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {value!r} is not one of {list(typing.get_args(hint))}")
         return value
     if hint is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "2e9" as a string; a number is what anyone writing it means.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -145,3 +151,84 @@ def load_config(cls: type[T], path: str | os.PathLike | None, overrides: list[st
         apply_override(data, assignment)
     where = str(path) if path else "config"
     return from_dict(cls, data, where)
+
+
+# --- the configuration of a search -----------------------------------------------------------
+# Defaults are the full GPU recipe's; configs/*.yaml override them per preset.
+
+
+@dataclasses.dataclass
+class DataConfig:
+    train: tuple[str, ...] = ("builtin",)  # folders (HR images or benchmark layout) or builtin; split in halves
+    val: str = "builtin"  # images for validation PSNR (builtin: its val split)
+    scale: int = 4
+    patch_size: int = 32  # LR patch side
+    batch_size: int = 16
+    val_crop: int = 0  # LR centre crop side for validation images; 0 = whole images
+
+
+@dataclasses.dataclass
+class SupernetConfig:
+    nodes: int = 10
+    channels: int = 16
+    ops: tuple[str, ...] = ("conv_3x3", "conv_5x5", "conv_7x7", "sep_3x3", "sep_5x5", "sep_7x7", "dil_3x3", "skip")
+    input_window: int | None = None  # a node reads the stem or one of the last k nodes; None = any earlier node
+    max_skip_nodes: int | None = 2  # collapse guard at derivation (P-DARTS); None = no cap
+
+
+@dataclasses.dataclass
+class CostConfig:
+    budget_macs: float | None = None  # MACs at 720p output; None = TPSR's at this scale
+    penalty: typing.Literal["none", "hinge", "abs", "square"] = "hinge"
+    weight: float = 1.0
+    tolerance: float = 0.05  # derived generator must fit budget * (1 + tolerance) when the penalty is on
+
+
+@dataclasses.dataclass
+class LossConfig:
+    pixel: float = 1e-2  # ESRGAN fine-tuning weights
+    perceptual: float = 1.0
+    adversarial: float = 5e-3
+    perceptual_layer: str = "conv5_4"
+    allow_random_backbone: bool = False  # only for runs without ImageNet VGG19; logged loudly
+    pretrained_dir: str | None = None  # where the VGG19 weights lie; None = torch hub cache
+
+
+@dataclasses.dataclass
+class DiscriminatorConfig:
+    genotype: str = "reference"  # built-in name or JSON file
+    base_width: int | None = None  # overrides the genotype's width
+    lr: float = 1e-4
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    epochs: int = 50
+    steps_per_epoch: int = 500
+    warmup_epochs: int = 5  # architecture frozen while the weights warm up
+    weight_lr: float = 1e-3
+    weight_lr_min: float = 1e-5  # cosine schedule floor
+    arch_lr: float = 3e-4
+    arch_weight_decay: float = 1e-3
+    order: typing.Literal["first", "second"] = "first"
+    grad_clip: float | None = 5.0
+
+
+@dataclasses.dataclass
+class RunConfig:
+    seed: int = 0
+    device: str = "cpu"
+    samples: int = 2  # SR samples shown in TensorBoard per epoch
+    max_bad_steps: int = 5  # consecutive non-finite losses before the run stops
+    log_every: int = 10
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    supernet: SupernetConfig = dataclasses.field(default_factory=SupernetConfig)
+    cost: CostConfig = dataclasses.field(default_factory=CostConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    discriminator: DiscriminatorConfig = dataclasses.field(default_factory=DiscriminatorConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)

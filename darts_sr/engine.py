@@ -1,0 +1,163 @@
+"""What search and retraining share: run folders, seeding, checkpoints, the GAN step, logging.
+
+BasicSR's GAN step: the discriminator is frozen for the generator step, then stepped on
+``sr.detach()``. Every loss term is a named, weighted entry of a loss dict that ends up in
+TensorBoard as ``loss/<name>``. A non-finite loss is never applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor, nn
+
+from darts_sr.io import atomic_torch_save, atomic_write_text, load_checkpoint
+from darts_sr.losses import GeneratorLoss, relativistic_discriminator_terms
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoints/last.pt"
+
+
+class RunFolderError(ValueError):
+    """A run folder that cannot be used as asked."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """Too many consecutive non-finite losses; the message names the step and the term."""
+
+
+def prepare_run_folder(path: Path, resume: bool, overwrite: bool) -> Path:
+    """Creates ``path``; refuses a non-empty one unless resuming or overwriting."""
+    path = Path(path)
+    if resume:
+        if not (path / CHECKPOINT_NAME).is_file():
+            raise RunFolderError(f"{path}: nothing to resume (no {CHECKPOINT_NAME})")
+        return path
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise RunFolderError(f"{path}: run folder is not empty; pass --resume to continue it or --overwrite")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def add_file_logging(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seeds the global generators and returns a dedicated generator for data sampling."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def save_config(run_dir: Path, config: dict[str, Any]) -> None:
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    atomic_torch_save(state, run_dir / CHECKPOINT_NAME)
+
+
+def load_run_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    return load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=device)
+
+
+def rng_state(data_generator: torch.Generator) -> dict[str, Tensor]:
+    return {"data": data_generator.get_state(), "torch": torch.get_rng_state()}
+
+
+def restore_rng_state(data_generator: torch.Generator, state: dict[str, Tensor]) -> None:
+    data_generator.set_state(state["data"])
+    torch.set_rng_state(state["torch"])
+
+
+def set_requires_grad(module: nn.Module | None, flag: bool) -> None:
+    if module is not None:
+        for p in module.parameters():
+            p.requires_grad_(flag)
+
+
+def generator_loss(
+    sr: Tensor, hr: Tensor, criterion: GeneratorLoss, discriminator: nn.Module | None
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The generator's weighted loss; the discriminator (if any) sees ``hr`` without gradient."""
+    if criterion.needs_discriminator:
+        real_logits = discriminator(hr).detach()
+        fake_logits = discriminator(sr)
+        return criterion(sr, hr, real_logits, fake_logits)
+    return criterion(sr, hr)
+
+
+class NonFiniteGuard:
+    """Counts consecutive non-finite losses; raises after ``limit`` of them."""
+
+    def __init__(self, limit: int):
+        self.limit, self.consecutive = limit, 0
+
+    def ok(self, step: int, losses: dict[str, Tensor]) -> bool:
+        bad = [k for k, v in losses.items() if not math.isfinite(float(v.detach() if isinstance(v, Tensor) else v))]
+        if not bad:
+            self.consecutive = 0
+            return True
+        self.consecutive += 1
+        log.warning("step %d: non-finite %s; step skipped (%d in a row)", step, ", ".join(bad), self.consecutive)
+        if self.consecutive >= self.limit:
+            raise NonFiniteLoss(
+                f"step {step}: loss term {bad[0]} was non-finite {self.consecutive} steps in a row; "
+                "stopped, the last checkpoint is the last good state"
+            )
+        return False
+
+
+def gan_step(
+    generator: nn.Module,
+    discriminator: nn.Module | None,
+    lr: Tensor,
+    hr: Tensor,
+    criterion: GeneratorLoss,
+    g_optimizer: torch.optim.Optimizer,
+    d_optimizer: torch.optim.Optimizer | None,
+    g_params: list[nn.Parameter],
+    guard: NonFiniteGuard,
+    step: int,
+    grad_clip: float | None = None,
+) -> dict[str, float]:
+    """One generator step (discriminator frozen), then one discriminator step on ``sr.detach()``."""
+    set_requires_grad(discriminator, False)
+    g_optimizer.zero_grad(set_to_none=True)
+    sr = generator(lr)
+    total, losses = generator_loss(sr, hr, criterion, discriminator)
+    losses = {**losses, "l_g_total": total}
+    if not guard.ok(step, losses):
+        return {}
+    total.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(g_params, grad_clip)
+    g_optimizer.step()
+    out = {k: float(v) for k, v in losses.items()}
+    if criterion.needs_discriminator and d_optimizer is not None:
+        set_requires_grad(discriminator, True)
+        d_optimizer.zero_grad(set_to_none=True)
+        terms = relativistic_discriminator_terms(discriminator(hr), discriminator(sr.detach()))
+        d_total = (terms["l_d_real"] + terms["l_d_fake"]) / 2
+        if not guard.ok(step, {**terms, "l_d_total": d_total}):
+            return out
+        d_total.backward()
+        d_optimizer.step()
+        out |= {k: float(v) for k, v in terms.items()}
+    return out
