@@ -110,7 +110,8 @@ class NonFiniteGuard:
         self.limit, self.consecutive = limit, 0
 
     def ok(self, step: int, losses: dict[str, Tensor]) -> bool:
-        bad = [k for k, v in losses.items() if not math.isfinite(float(v.detach() if isinstance(v, Tensor) else v))]
+        losses = {k: v.detach() if isinstance(v, Tensor) else v for k, v in losses.items()}
+        bad = [k for k, v in losses.items() if not math.isfinite(float(v))]
         if not bad:
             self.consecutive = 0
             return True
@@ -149,7 +150,7 @@ def gan_step(
     if grad_clip:
         nn.utils.clip_grad_norm_(g_params, grad_clip)
     g_optimizer.step()
-    out = {k: float(v) for k, v in losses.items()}
+    out = {k: float(v.detach()) for k, v in losses.items()}
     if criterion.needs_discriminator and d_optimizer is not None:
         set_requires_grad(discriminator, True)
         d_optimizer.zero_grad(set_to_none=True)
@@ -159,5 +160,5 @@ def gan_step(
             return out
         d_total.backward()
         d_optimizer.step()
-        out |= {k: float(v) for k, v in terms.items()}
+        out |= {k: float(v.detach()) for k, v in terms.items()}
     return out

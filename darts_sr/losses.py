@@ -172,3 +172,19 @@ class GeneratorLoss(nn.Module):
                 raise ValueError("adversarial weight > 0: forward needs real_logits and fake_logits")
             terms["l_g_gan"] = w.adversarial * relativistic_generator_loss(real_logits, fake_logits)
         return sum(terms.values()), terms
+
+
+def cost_penalty(expected_macs: Tensor, budget: float, form: str, weight: float) -> tuple[Tensor, dict[str, float]]:
+    """``weight * f(E[MACs] / budget - 1)`` with f = hinge (only above budget), abs or square."""
+    excess = expected_macs / budget - 1
+    term = {
+        "none": excess * 0,
+        "hinge": torch.relu(excess),
+        "abs": excess.abs(),
+        "square": excess.square(),
+    }[form]
+    penalty = weight * term
+    return penalty, {
+        "penalty/cost": float(penalty.detach()),
+        "cost/expected_gmacs": float(expected_macs.detach()) / 1e9,
+    }

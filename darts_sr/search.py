@@ -32,7 +32,7 @@ from darts_sr.discriminator import Discriminator, load_discriminator_genotype
 from darts_sr.evaluation import evaluate_pairs
 from darts_sr.genotype import TPSR, GeneratorGenotype, save_genotype
 from darts_sr.io import atomic_write_text
-from darts_sr.losses import GeneratorLoss, LossWeights, PerceptualLoss
+from darts_sr.losses import GeneratorLoss, LossWeights, PerceptualLoss, cost_penalty
 from darts_sr.networks import generator_macs, generator_params
 from darts_sr.plots import genotype_graph, probability_heatmap
 from darts_sr.supernet import GeneratorSupernet
@@ -43,19 +43,6 @@ log = logging.getLogger(__name__)
 def default_budget(scale: int) -> float:
     """TPSR's MACs at 720p output, for TPSR's wiring at this scale."""
     return float(generator_macs(replace(TPSR, scale=scale)))
-
-
-def cost_penalty(expected_macs: Tensor, budget: float, form: str, weight: float) -> tuple[Tensor, dict[str, float]]:
-    """``weight * f(E[MACs] / budget - 1)`` with f = hinge (only above budget), abs or square."""
-    excess = expected_macs / budget - 1
-    term = {
-        "none": excess * 0,
-        "hinge": torch.relu(excess),
-        "abs": excess.abs(),
-        "square": excess.square(),
-    }[form]
-    penalty = weight * term
-    return penalty, {"penalty/cost": float(penalty), "cost/expected_gmacs": float(expected_macs) / 1e9}
 
 
 def split_halves(pairs: list[ImagePair]) -> tuple[list[ImagePair], list[ImagePair]]:
@@ -185,7 +172,7 @@ class GeneratorSearch:
     def _loss(self, lr: Tensor, hr: Tensor, with_penalty: bool) -> tuple[Tensor, dict[str, float]]:
         sr = self.supernet(lr)
         total, losses = engine.generator_loss(sr, hr, self.criterion, self.discriminator)
-        details = {f"arch/{k}": float(v) for k, v in losses.items()}
+        details = {f"arch/{k}": float(v.detach()) for k, v in losses.items()}
         if with_penalty:
             penalty, cost = cost_penalty(
                 self.supernet.expected_macs(), self.budget, self.cfg.cost.penalty, self.cfg.cost.weight
