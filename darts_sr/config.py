@@ -232,3 +232,37 @@ class SearchConfig:
     discriminator: DiscriminatorConfig = dataclasses.field(default_factory=DiscriminatorConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
+
+
+# --- the configuration of a retraining (train.py) ---------------------------------------------
+
+
+def _pixel_loss() -> LossConfig:
+    return LossConfig(pixel=1.0, perceptual=0.0, adversarial=0.0)
+
+
+@dataclasses.dataclass
+class PhaseConfig:
+    """One training phase: steps, a cosine learning-rate schedule and its loss weights."""
+
+    steps: int = 0
+    lr: float = 2e-4
+    lr_min: float = 1e-6
+    loss: LossConfig = dataclasses.field(default_factory=_pixel_loss)
+
+
+def _gan_phase() -> PhaseConfig:
+    return PhaseConfig(steps=0, lr=1e-4, lr_min=1e-6, loss=LossConfig())
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Retraining from scratch: phase A (pixel) then phase B (perceptual-adversarial fine-tuning)."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    pixel_phase: PhaseConfig = dataclasses.field(default_factory=lambda: PhaseConfig(steps=100_000, lr=2e-4))
+    gan_phase: PhaseConfig = dataclasses.field(default_factory=_gan_phase)
+    discriminator: DiscriminatorConfig = dataclasses.field(default_factory=DiscriminatorConfig)
+    val_every: int = 1000  # steps between validations (Y-PSNR, LPIPS where available) and checkpoints
+    grad_clip: float | None = None
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
