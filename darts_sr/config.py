@@ -23,8 +23,12 @@ class ConfigError(ValueError):
     """A bad config file, key or value; the message names it."""
 
 
-def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
-    """Builds dataclass ``cls`` from nested plain data, checking keys and types."""
+def from_dict(cls: type[T], data: Any, where: str = "config", base: T | None = None) -> T:
+    """Builds dataclass ``cls`` from nested plain data, checking keys and types.
+
+    Keys not given keep the values of ``base`` (default: ``cls()``), section by section, so a
+    nested section's own defaults survive a partial override.
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -34,8 +38,14 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
-    values = {name: _convert(hints[name], value, f"{where}.{name}") for name, value in data.items()}
-    return cls(**values)
+    base = cls() if base is None else base
+    values = {}
+    for name, value in data.items():
+        if dataclasses.is_dataclass(hints[name]):
+            values[name] = from_dict(hints[name], value, f"{where}.{name}", getattr(base, name))
+        else:
+            values[name] = _convert(hints[name], value, f"{where}.{name}")
+    return dataclasses.replace(base, **values)
 
 
 def _convert(hint: Any, value: Any, where: str) -> Any:
