@@ -17,7 +17,7 @@ from darts_sr.data import DataError
 from darts_sr.genotype import GenotypeError
 from darts_sr.io import CheckpointError
 from darts_sr.pretrained import PretrainedWeightsMissing
-from darts_sr.search import GeneratorSearch, StopRequested
+from darts_sr.search import GeneratorSearch
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
 log = logging.getLogger("train_search")
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             engine.save_config(run_dir, to_dict(config))
         search = GeneratorSearch(config, run_dir, resume=args.resume)
         summary = search.run()
-    except StopRequested as e:
+    except engine.StopRequested as e:
         print(f"stopped: {e}", file=sys.stderr)
         return 130
     except (ConfigError, DataError, GenotypeError, CheckpointError, PretrainedWeightsMissing,

@@ -11,6 +11,8 @@ import logging
 import math
 import random
 import shutil
+import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,10 @@ CHECKPOINT_NAME = "checkpoints/last.pt"
 
 class RunFolderError(ValueError):
     """A run folder that cannot be used as asked."""
+
+
+class StopRequested(Exception):
+    """SIGINT/SIGTERM arrived; a checkpoint has been written."""
 
 
 class NonFiniteLoss(RuntimeError):
@@ -162,3 +168,39 @@ def gan_step(
         d_optimizer.step()
         out |= {k: float(v.detach()) for k, v in terms.items()}
     return out
+
+
+class SignalStop:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so a step is never cut in half."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> SignalStop:
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+
+def run_steps(
+    owner: Any, total: int, one_step: Callable[[Any], None], checkpoint: Callable[[], None], desc: str
+) -> None:
+    """Calls ``one_step(bar)`` until ``owner.step == total``; on a signal, checkpoints and raises StopRequested."""
+    from tqdm import tqdm
+
+    with owner.stop, tqdm(total=total, initial=owner.step, desc=desc, unit="step", dynamic_ncols=True) as bar:
+        while owner.step < total:
+            one_step(bar)
+            if owner.stop.signum is not None:
+                checkpoint()
+                name = signal.Signals(owner.stop.signum).name
+                raise StopRequested(
+                    f"stopped by {name} at step {owner.step}; checkpoint written, continue with --resume"
+                )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import signal
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -78,10 +77,6 @@ def cosine_lr(step: int, total: int, base: float, floor: float) -> float:
     return floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
 
 
-class StopRequested(Exception):
-    """SIGINT/SIGTERM arrived; a checkpoint has been written."""
-
-
 class GeneratorSearch:
     """The stage-1 search in a run folder; ``run()`` returns the summary."""
 
@@ -129,7 +124,7 @@ class GeneratorSearch:
         self.step, self.history, self.wall_before = 0, [], 0.0
         if resume:
             self._load(engine.load_run_checkpoint(self.run_dir, self.device))
-        self._stop_signal: int | None = None
+        self.stop = engine.SignalStop()
         self.started = time.time()
 
     # --- checkpointing -----------------------------------------------------------------------
@@ -216,28 +211,16 @@ class GeneratorSearch:
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def _on_signal(self, signum, frame) -> None:
-        self._stop_signal = signum
-
     def run(self) -> dict:
         self.started = time.time()
         writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
         if self.step == 0:
             self._log_start(writer)
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            with tqdm(total=self.total_steps, initial=self.step, desc="search", unit="step", dynamic_ncols=True) as bar:
-                while self.step < self.total_steps:
-                    self._one_step(writer, bar)
-                    if self._stop_signal is not None:
-                        self._checkpoint()
-                        raise StopRequested(
-                            f"stopped by signal {signal.Signals(self._stop_signal).name} at step {self.step}; "
-                            f"checkpoint written, continue with --resume"
-                        )
+            engine.run_steps(
+                self, self.total_steps, lambda bar: self._one_step(writer, bar), self._checkpoint, "search"
+            )
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
             writer.close()
         return self._finish()
 

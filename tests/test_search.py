@@ -10,11 +10,11 @@ from conftest import run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from darts_sr.config import SearchConfig, load_config
-from darts_sr.engine import prepare_run_folder, save_config
+from darts_sr.engine import StopRequested, prepare_run_folder, save_config
 from darts_sr.genotype import load_generator_genotype
 from darts_sr.io import load_checkpoint
 from darts_sr.networks import generator_macs
-from darts_sr.search import GeneratorSearch, StopRequested
+from darts_sr.search import GeneratorSearch
 
 TINY = {
     "data": {"patch_size": 8, "batch_size": 2, "val_crop": 12},
@@ -101,7 +101,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, order):
     def stop_at_step_five(*args):
         one_step(*args)
         if interrupted.step == 5:  # mid-epoch, after an architecture step
-            interrupted._stop_signal = signal.SIGTERM
+            interrupted.stop.signum = signal.SIGTERM
 
     interrupted._one_step = stop_at_step_five
     with pytest.raises(StopRequested, match="step 5"):
