@@ -20,9 +20,13 @@ def shared() -> Path:
 
 
 def run_cli(script: str, *args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Runs an entry point as a user would: a separate Python process in the repository root."""
+    """Runs an entry point as a user would: a separate Python process in the repository root.
+
+    ``script`` is a file (``evaluate.py``) or a module (``-m darts_sr.compare``).
+    """
+    target = script.split() if script.startswith("-m ") else [str(REPO / script)]
     return subprocess.run(
-        [sys.executable, str(REPO / script), *map(str, args)],
+        [sys.executable, *target, *map(str, args)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -1,0 +1,120 @@
+"""Retraining, random genotypes and the comparison, end to end on tiny sizes."""
+
+import json
+import random
+import signal
+
+import pytest
+import torch
+import yaml
+
+from conftest import TPSR_DIR, run_cli
+from darts_sr.config import TrainConfig, load_config
+from darts_sr.discriminator import SRGAN_DISCRIMINATOR
+from darts_sr.engine import StopRequested, prepare_run_folder
+from darts_sr.genotype import TPSR, GeneratorGenotype, Node, live_nodes, save_genotype
+from darts_sr.networks import generator_macs
+from darts_sr.sampling import SamplingError, matched_random_genotypes, sample_genotype
+from darts_sr.train import Retrainer
+from operations import GENERATOR_SEARCH_SPACE
+
+TINY = {
+    "data": {"patch_size": 8, "batch_size": 2, "val_crop": 12},
+    "pixel_phase": {"steps": 4, "lr": 1e-3},
+    "gan_phase": {"steps": 3, "loss": {"pixel": 1.0, "perceptual": 0.0, "adversarial": 0.005}},
+    "discriminator": {"base_width": 4},
+    "val_every": 2,
+    "run": {"log_every": 1},
+}
+SMALL = GeneratorGenotype((Node("conv_3x3", 0), Node("sep_3x3", 1)), (2,), channels=4, scale=4)
+
+
+@pytest.fixture
+def tiny_yaml(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+def test_train_cli_writes_models_that_evaluate_alone(tmp_path, tiny_yaml):
+    geno = tmp_path / "small.json"
+    save_genotype(SMALL, geno)
+    out = tmp_path / "run"
+    result = run_cli("train.py", "--genotype", geno, "--config", tiny_yaml, "--out", out)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["models"] == ["model_gan.pt", "model_pixel.pt"] and summary["steps"] == 7
+    assert [h["step"] for h in summary["val_history"]] == [2, 4, 6, 7]
+    for model in ("model_pixel.pt", "model_gan.pt"):
+        evaluated = run_cli("evaluate.py", "--weights", out / model, "--data", f"Set5={TPSR_DIR / 'Set5'}",
+                            "--json", tmp_path / "r.json")  # fmt: skip
+        assert evaluated.returncode == 0, evaluated.stderr
+        (record,) = json.loads((tmp_path / "r.json").read_text())
+        assert record["params"] == summary["params"] and record["psnr_y"] > 0
+
+
+def test_train_resume_equals_uninterrupted(tmp_path, tiny_yaml):
+    config = load_config(TrainConfig, tiny_yaml)
+    whole = Retrainer(config, SMALL, SRGAN_DISCRIMINATOR, prepare_run_folder(tmp_path / "whole", False, False))
+    whole.run()
+    cut = Retrainer(config, SMALL, SRGAN_DISCRIMINATOR, prepare_run_folder(tmp_path / "cut", False, False))
+    one_step = cut._one_step
+
+    def stop_in_gan_phase(*args):
+        one_step(*args)
+        if cut.step == 5:
+            cut.stop.signum = signal.SIGINT
+
+    cut._one_step = stop_in_gan_phase
+    with pytest.raises(StopRequested, match="SIGINT at step 5"):
+        cut.run()
+    resumed = Retrainer(config, SMALL, SRGAN_DISCRIMINATOR, tmp_path / "cut", resume=True)
+    resumed.run()
+    for (name, a), b in zip(whole.generator.state_dict().items(), resumed.generator.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert whole.history == resumed.history
+
+
+def test_random_genotypes_are_valid_and_uniformly_reach_the_space():
+    rng = random.Random(0)
+    seen_ops = set()
+    for _ in range(200):
+        g = sample_genotype(rng, GENERATOR_SEARCH_SPACE, nodes=10, max_skip_nodes=2)
+        assert sum(n.op == "skip" for n in g.nodes) <= 2  # after pruning, every node is live
+        assert live_nodes(g.nodes, g.outputs) == set(range(1, len(g.nodes) + 1))
+        seen_ops |= {n.op for n in g.nodes}
+    assert seen_ops == set(GENERATOR_SEARCH_SPACE)
+
+
+def test_random_genotypes_respect_the_macs_window():
+    target = generator_macs(TPSR)
+    found = matched_random_genotypes(4, target, 0.05, seed=1, ops=GENERATOR_SEARCH_SPACE)
+    assert len(set(found)) == 4
+    assert all(0.95 * target <= generator_macs(g) <= 1.05 * target for g in found)
+    assert found == matched_random_genotypes(4, target, 0.05, seed=1, ops=GENERATOR_SEARCH_SPACE)
+    with pytest.raises(SamplingError, match="no genotype within"):
+        sample_genotype(random.Random(0), ("conv_7x7",), nodes=2, macs_window=(1.0, 2.0), max_tries=50)
+
+
+def test_comparison_end_to_end(tmp_path, tiny_yaml):
+    searched = tmp_path / "searched.json"
+    save_genotype(GeneratorGenotype((Node("conv_3x3", 0), Node("conv_5x5", 1)), (1, 2)), searched)
+    out = tmp_path / "cmp"
+    args = ["--searched", searched, "--config", tiny_yaml, "--random", "2", "--out", out,
+            "--set", "pixel_phase.steps=2", "--set", "gan_phase.steps=1", "--benchmark", f"Set5={TPSR_DIR / 'Set5'}"]
+    result = run_cli("-m darts_sr.compare", *args)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    models = {(r["model"], r["phase"]) for r in rows}
+    assert models == {("bicubic", "-")} | {(m, p) for m in ("searched", "tpsr", "random_1", "random_2")
+                                           for p in ("pixel", "gan")}  # fmt: skip
+    bicubic = next(r for r in rows if r["model"] == "bicubic")
+    assert bicubic["scores"]["Set5"]["psnr_y"] == pytest.approx(28.43, abs=0.01)
+    searched_macs = next(r for r in rows if r["model"] == "searched")["macs_720p"]
+    for r in rows:
+        if r["model"].startswith("random"):
+            assert abs(r["macs_720p"] / searched_macs - 1) <= 0.05
+    assert (out / "results.md").read_text().startswith("| model | phase |")
+    assert (out / "psnr_vs_macs.png").stat().st_size > 0
+    again = run_cli("-m darts_sr.compare", *args)  # finished models are reused, not retrained
+    assert again.returncode == 0 and again.stderr.count("already trained") == 4
