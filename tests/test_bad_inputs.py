@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO, TPSR_DIR, run_cli
 from PIL import Image
 
+from conftest import REPO, TPSR_DIR, run_cli
 from darts_sr.genotype import TPSR
 from darts_sr.io import load_checkpoint
 

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 import torch
-from conftest import TPSR_DIR, run_cli
 
+from conftest import TPSR_DIR, run_cli
 from darts_sr.genotype import TPSR
 from darts_sr.networks import Generator
 

@@ -3,8 +3,8 @@
 import onnx
 import pytest
 import torch
-from conftest import TPSR_DIR, run_cli
 
+from conftest import TPSR_DIR, run_cli
 from darts_sr.data import load_image, to_tensor
 from darts_sr.export import METADATA_SCALE, onnx_bytes, read_genotype, run_session, session
 from darts_sr.genotype import TPSR, GeneratorGenotype, Node

@@ -6,9 +6,9 @@ import signal
 import pytest
 import torch
 import yaml
-from conftest import run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from conftest import run_cli
 from darts_sr.config import SearchConfig, load_config
 from darts_sr.engine import StopRequested, prepare_run_folder, save_config
 from darts_sr.genotype import load_generator_genotype
