@@ -234,6 +234,41 @@ class RunConfig:
 
 
 @dataclasses.dataclass
+class DiscriminatorSearchConfig:
+    """Stage 2: a discriminator supernet searched against a fixed tiny generator (``data``, ``loss`` and ``run``
+    are shared with stage 1; ``loss`` is the generator's training loss and needs an adversarial term)."""
+
+    generator: str | None = None  # generator genotype (JSON or built-in); None = this run's genotype_generator.json
+    generator_weights: str | None = None  # generator checkpoint to start from; None = pixel pretraining
+    pretrain_steps: int = 2000  # L1 pretraining of the generator before the search (skipped with weights)
+    pretrain_lr: float = 2e-4
+    blocks: int = 8  # SRGAN layout: stride 2 on every second block, widths x2 per pair
+    ops: tuple[str, ...] = ("conv_3x3", "conv_5x5", "sep_3x3", "sep_5x5", "dil_3x3")
+    base_widths: tuple[int, ...] = (64,)  # one value: configured; several: searched (channel masking)
+    norms: tuple[str, ...] = ("batch",)  # of none/batch/spectral; one: configured; several: searched
+    # generator: alpha_D follows the generator's val loss (pixel + perceptual weights of `loss`, no adversarial
+    # term) after one unrolled generator step under the adversarial loss; adversarial: D's own val loss.
+    d_objective: typing.Literal["generator", "adversarial"] = "generator"
+    xi: float | None = None  # unrolled step size; None = the generator's current learning rate
+    epochs: int = 20
+    steps_per_epoch: int = 500
+    warmup_epochs: int = 2  # architecture frozen while the discriminator's weights warm up
+    generator_lr: float = 1e-4
+    generator_lr_min: float = 1e-6  # cosine schedule floor
+    d_lr: float = 1e-4
+    arch_lr: float = 3e-4
+    arch_weight_decay: float = 1e-3  # decoupled (AdamW), so it does not swamp the tiny hypergradient
+    # Adam's eps for alpha_D. The hypergradient scales with xi * loss.adversarial (~1e-9 at demo sizes) and Adam
+    # is otherwise invariant to the gradient's scale; the usual 1e-8 would swamp it.
+    arch_eps: float = 1e-16
+    grad_clip: float | None = 5.0  # generator gradient norm clip
+    penalty: typing.Literal["none", "hinge", "abs", "square"] = "none"  # MACs penalty on the discriminator
+    penalty_weight: float = 0.0
+    budget_macs: float | None = None  # D MACs at macs_size; None = all-conv_3x3 SRGAN layout at the widest width
+    macs_size: int = 128  # HR patch side at which discriminator MACs are counted (ESRGAN's crop)
+
+
+@dataclasses.dataclass
 class SearchConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     supernet: SupernetConfig = dataclasses.field(default_factory=SupernetConfig)
@@ -242,6 +277,7 @@ class SearchConfig:
     discriminator: DiscriminatorConfig = dataclasses.field(default_factory=DiscriminatorConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    stage2: DiscriminatorSearchConfig = dataclasses.field(default_factory=DiscriminatorSearchConfig)
 
 
 # --- the configuration of a retraining (train.py) ---------------------------------------------
