@@ -12,22 +12,15 @@ import sys
 import time
 from pathlib import Path
 
-from darts_sr import engine
+from darts_sr import cli, distributed, engine
 from darts_sr.config import ConfigError, TrainConfig, load_config, to_dict
-from darts_sr.data import DataError, parse_data_spec
+from darts_sr.data import parse_data_spec
 from darts_sr.discriminator import load_discriminator_genotype
-from darts_sr.genotype import GenotypeError, load_generator_genotype, save_genotype
-from darts_sr.io import CheckpointError
-from darts_sr.pretrained import PretrainedWeightsMissing
+from darts_sr.genotype import load_generator_genotype, save_genotype
 from darts_sr.train import Retrainer
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "train_demo.yaml"
 log = logging.getLogger("train")
-
-ERRORS = (
-    ConfigError, DataError, GenotypeError, CheckpointError, PretrainedWeightsMissing,
-    engine.RunFolderError, engine.NonFiniteLoss,
-)  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -74,6 +67,7 @@ def build(args: argparse.Namespace, out: Path) -> Retrainer:
         config = load_config(TrainConfig, args.config or DEFAULT_CONFIG, overrides_from(args))
         genotype = load_generator_genotype(args.genotype)
     d_genotype = load_discriminator_genotype(config.discriminator.genotype)
+    distributed.init(config.run.device)
     run_dir = engine.prepare_run_folder(out, args.resume, args.overwrite)
     engine.add_file_logging(run_dir)
     if not args.resume:
@@ -83,25 +77,21 @@ def build(args: argparse.Namespace, out: Path) -> Retrainer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cli.setup_logging()
     args = parse_args(argv)
     if args.resume and args.out is None:
         print("error: --resume needs --out RUN_FOLDER", file=sys.stderr)
         return 2
     out = args.out or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
-    try:
+
+    def train() -> None:
         summary = build(args, out).run()
-    except engine.StopRequested as e:
-        print(f"stopped: {e}", file=sys.stderr)
-        return 130
-    except ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    log.info(
-        "done in %.0f s: %s; best pixel-phase val Y-PSNR %s; models %s",
-        summary["wall_time_s"], out, summary["best_val_psnr_pixel"], ", ".join(summary["models"]),
-    )  # fmt: skip
-    return 0
+        log.info(
+            "done in %.0f s: %s; best pixel-phase val Y-PSNR %s; models %s",
+            summary["wall_time_s"], out, summary["best_val_psnr_pixel"], ", ".join(summary["models"]),
+        )  # fmt: skip
+
+    return cli.run(train)
 
 
 if __name__ == "__main__":

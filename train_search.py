@@ -13,13 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from darts_sr import engine
+from darts_sr import cli, distributed, engine
 from darts_sr.config import ConfigError, SearchConfig, load_config, to_dict
-from darts_sr.data import DataError
-from darts_sr.genotype import GenotypeError
-from darts_sr.io import CheckpointError
-from darts_sr.networks import WeightsMismatch
-from darts_sr.pretrained import PretrainedWeightsMissing
 from darts_sr.search import GeneratorSearch
 from darts_sr.search_discriminator import CHECKPOINT_NAME as D_CHECKPOINT_NAME
 from darts_sr.search_discriminator import DiscriminatorSearch
@@ -94,44 +89,41 @@ def prepare_run_folder(out: Path, stage: str, resume: bool, overwrite: bool) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cli.setup_logging()
     args = parse_args(argv)
     if args.resume and args.out is None:
         print("error: --resume needs --out RUN_FOLDER", file=sys.stderr)
         return 2
     out = args.out or Path("runs") / time.strftime("search-%Y%m%d-%H%M%S")
-    try:
-        config = resolve_config(args)
-        check_stage(args, config)
-        run_dir = prepare_run_folder(out, args.stage, args.resume, args.overwrite)
-        engine.add_file_logging(run_dir)
-        if not args.resume:
-            engine.save_config(run_dir, to_dict(config))
-        stage2_started = (run_dir / D_CHECKPOINT_NAME).is_file()
-        if args.stage == "generator" or (args.stage == "all" and not (args.resume and stage2_started)):
-            resume = args.resume and (run_dir / engine.CHECKPOINT_NAME).is_file()
-            summary = GeneratorSearch(config, run_dir, resume=resume).run()
-            log.info(
-                "generator done in %.0f s: %s/genotype_generator.json, %d params, %.3f GMACs@720p (budget %.3f G)",
-                summary["wall_time_s"], run_dir, summary["params"], summary["macs_720p"] / 1e9,
-                summary["budget_macs_720p"] / 1e9,
-            )  # fmt: skip
-        if args.stage in ("discriminator", "all"):
-            summary = DiscriminatorSearch(config, run_dir, resume=args.resume and stage2_started).run()
-            log.info(
-                "discriminator done in %.0f s: %s/genotype_discriminator.json, %d params, %.3f GMACs@%d "
-                "(all-conv_3x3 reference %.3f G); generator val Y-PSNR %s dB",
-                summary["wall_time_s"], run_dir, summary["params"], summary["macs"] / 1e9, summary["macs_size"],
-                summary["reference_macs"] / 1e9, summary["generator_val_psnr"],
-            )  # fmt: skip
-    except engine.StopRequested as e:
-        print(f"stopped: {e}", file=sys.stderr)
-        return 130
-    except (ConfigError, DataError, GenotypeError, CheckpointError, PretrainedWeightsMissing, WeightsMismatch,
-            engine.RunFolderError, engine.NonFiniteLoss) as e:  # fmt: skip
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.run(lambda: search(args, out))
+
+
+def search(args: argparse.Namespace, out: Path) -> None:
+    config = resolve_config(args)
+    check_stage(args, config)
+    distributed.init(config.run.device)
+    run_dir = prepare_run_folder(out, args.stage, args.resume, args.overwrite)
+    engine.add_file_logging(run_dir)
+    if not args.resume:
+        engine.save_config(run_dir, to_dict(config))
+    stage2_started = (run_dir / D_CHECKPOINT_NAME).is_file()
+    if args.stage == "generator" or (args.stage == "all" and not (args.resume and stage2_started)):
+        resume = args.resume and (run_dir / engine.CHECKPOINT_NAME).is_file()
+        summary = GeneratorSearch(config, run_dir, resume=resume).run()
+        log.info(
+            "generator done in %.0f s: %s/genotype_generator.json, %d params, %.3f GMACs@720p (budget %.3f G)",
+            summary["wall_time_s"], run_dir, summary["params"], summary["macs_720p"] / 1e9,
+            summary["budget_macs_720p"] / 1e9,
+        )  # fmt: skip
+    if args.stage in ("discriminator", "all"):
+        distributed.barrier()  # stage 1's genotype_generator.json, written by rank 0, is read by every rank
+        summary = DiscriminatorSearch(config, run_dir, resume=args.resume and stage2_started).run()
+        log.info(
+            "discriminator done in %.0f s: %s/genotype_discriminator.json, %d params, %.3f GMACs@%d "
+            "(all-conv_3x3 reference %.3f G); generator val Y-PSNR %s dB",
+            summary["wall_time_s"], run_dir, summary["params"], summary["macs"] / 1e9, summary["macs_size"],
+            summary["reference_macs"] / 1e9, summary["generator_val_psnr"],
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

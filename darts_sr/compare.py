@@ -21,17 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from darts_sr import engine
-from darts_sr.config import ConfigError, TrainConfig, load_config, to_dict
-from darts_sr.data import DataError, bicubic_upscale, load_dataset, parse_data_spec
+from darts_sr import cli, engine
+from darts_sr.config import TrainConfig, load_config, to_dict
+from darts_sr.data import bicubic_upscale, load_dataset, parse_data_spec
 from darts_sr.discriminator import load_discriminator_genotype
 from darts_sr.evaluation import evaluate_pairs
-from darts_sr.genotype import TPSR, GenotypeError, load_generator_genotype, save_genotype
-from darts_sr.io import CheckpointError, atomic_write_text
+from darts_sr.genotype import TPSR, load_generator_genotype, save_genotype
+from darts_sr.io import atomic_write_text
 from darts_sr.metrics import LpipsMetric, psnr_y, ssim_y
 from darts_sr.networks import generator_macs, generator_params, load_generator
-from darts_sr.pretrained import PretrainedWeightsMissing
-from darts_sr.sampling import SamplingError, matched_random_genotypes
+from darts_sr.sampling import matched_random_genotypes
 from darts_sr.train import Retrainer
 from operations import GENERATOR_SEARCH_SPACE
 
@@ -167,33 +166,29 @@ def plot(rows: list[dict], set_name: str, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cli.setup_logging()
     args = parse_args(argv)
     out = args.out or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
+    return cli.run(lambda: compare(args, out), "; rerun the same command to continue")
+
+
+def compare(args: argparse.Namespace, out: Path) -> None:
     started = time.time()
-    try:
-        overrides = list(args.set)
-        if args.seed is not None:
-            overrides.append(f"run.seed={args.seed}")
-        if args.device:
-            overrides.append(f"run.device={args.device}")
-        config = load_config(TrainConfig, args.config, overrides)
-        benchmarks = [parse_data_spec(b) for b in args.benchmark or ["builtin=builtin"]]
-        models = candidates(args.searched, args.random, args.tolerance, config.run.seed)
-        out.mkdir(parents=True, exist_ok=True)
-        engine.save_config(out, to_dict(config))
-        for name, genotype in models.items():
-            save_genotype(genotype, out / "genotypes" / f"{name}.json")
-        for name, genotype in models.items():
-            train_one(name, genotype, config, out)
-        rows = evaluate_all(models, out, benchmarks, config.data.scale, config.run.device)
-    except engine.StopRequested as e:
-        print(f"stopped: {e}; rerun the same command to continue", file=sys.stderr)
-        return 130
-    except (ConfigError, DataError, GenotypeError, CheckpointError, PretrainedWeightsMissing, SamplingError,
-            engine.RunFolderError, engine.NonFiniteLoss) as e:  # fmt: skip
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    overrides = list(args.set)
+    if args.seed is not None:
+        overrides.append(f"run.seed={args.seed}")
+    if args.device:
+        overrides.append(f"run.device={args.device}")
+    config = load_config(TrainConfig, args.config, overrides)
+    benchmarks = [parse_data_spec(b) for b in args.benchmark or ["builtin=builtin"]]
+    models = candidates(args.searched, args.random, args.tolerance, config.run.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    engine.save_config(out, to_dict(config))
+    for name, genotype in models.items():
+        save_genotype(genotype, out / "genotypes" / f"{name}.json")
+    for name, genotype in models.items():
+        train_one(name, genotype, config, out)
+    rows = evaluate_all(models, out, benchmarks, config.data.scale, config.run.device)
     set_names = [name for name, _ in benchmarks]
     table = markdown_table(rows, set_names)
     meta = {"command": " ".join(sys.argv), "wall_time_s": round(time.time() - started, 1), "seed": config.run.seed}
@@ -201,7 +196,6 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out / "results.md", table + "\n")
     plot(rows, set_names[0], out / "psnr_vs_macs.png")
     print(table)
-    return 0
 
 
 if __name__ == "__main__":

@@ -364,15 +364,23 @@ class PatchSampler:
         self.scale = scale
         self.augment = augment
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(lr, hr)``: float32 CPU tensors ``(B, 3, p, p)`` and ``(B, 3, p*s, p*s)`` in [0, 1]."""
+    def sample(
+        self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(lr, hr)``: float32 CPU tensors ``(B, 3, p, p)`` and ``(B, 3, p*s, p*s)`` in [0, 1].
+
+        With ``world_size`` > 1, ``world_size * batch_size`` crops are drawn and this rank's ``batch_size`` are
+        made: every rank advances ``generator`` identically and the ranks' crops are disjoint draws.
+        """
         p, s = self.patch_size, self.scale
         dev = generator.device
+        total = batch_size * world_size
         # Two draws per batch, in a fixed order, so the stream is identical whatever the images' sizes.
-        idx = torch.randint(len(self.pairs), (batch_size,), generator=generator, device=dev).tolist()
-        u = torch.rand(batch_size, 5, generator=generator, device=dev, dtype=torch.float64).tolist()
+        idx = torch.randint(len(self.pairs), (total,), generator=generator, device=dev).tolist()
+        u = torch.rand(total, 5, generator=generator, device=dev, dtype=torch.float64).tolist()
+        mine = slice(rank * batch_size, (rank + 1) * batch_size)
         lrs, hrs = [], []
-        for i, (uy, ux, uh, uv, ut) in zip(idx, u):
+        for i, (uy, ux, uh, uv, ut) in zip(idx[mine], u[mine]):
             lr_img, hr_img = self._images[i]
             h, w = lr_img.shape[:2]
             # min() guards the float edge case u * n == n; crops are aligned so LR pixel (y, x) covers HR s*(y, x).

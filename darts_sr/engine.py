@@ -20,7 +20,9 @@ import numpy as np
 import torch
 import yaml
 from torch import Tensor, nn
+from torch.utils.tensorboard import SummaryWriter
 
+from darts_sr import distributed
 from darts_sr.io import atomic_torch_save, atomic_write_text, load_checkpoint
 from darts_sr.losses import GeneratorLoss, relativistic_discriminator_terms
 
@@ -42,7 +44,12 @@ class NonFiniteLoss(RuntimeError):
 
 
 def prepare_run_folder(path: Path, resume: bool, overwrite: bool) -> Path:
-    """Creates ``path``; refuses a non-empty one unless resuming or overwriting."""
+    """Creates ``path``; refuses a non-empty one unless resuming or overwriting. Under torchrun rank 0
+    decides and creates, and every rank gets its answer."""
+    return distributed.on_main(lambda: _prepare_run_folder(path, resume, overwrite), RunFolderError)
+
+
+def _prepare_run_folder(path: Path, resume: bool, overwrite: bool) -> Path:
     path = Path(path)
     if resume:
         if not (path / CHECKPOINT_NAME).is_file():
@@ -56,7 +63,9 @@ def prepare_run_folder(path: Path, resume: bool, overwrite: bool) -> Path:
     return path
 
 
-def add_file_logging(run_dir: Path) -> logging.Handler:
+def add_file_logging(run_dir: Path) -> logging.Handler | None:
+    if not distributed.is_main():
+        return None
     handler = logging.FileHandler(run_dir / "run.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
@@ -69,6 +78,51 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def summary_writer(log_dir: Path, purge_step: int | None) -> SummaryWriter | NullWriter:
+    """TensorBoard events from rank 0 only; the other ranks log into a writer that drops everything."""
+    return SummaryWriter(str(log_dir), purge_step=purge_step) if distributed.is_main() else NullWriter()
+
+
+class NullWriter:
+    """SummaryWriter's interface, writing nothing."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+def log_scalars(writer: SummaryWriter | NullWriter, step: int, losses: dict[str, float], logs: dict[str, float],
+                lrs: dict[str, float]) -> None:  # fmt: skip
+    """A step's scalars: GAN-step losses and architecture-step terms under ``loss/``, other namespaced keys
+    (``grad/``, ``cost/``) as they are, learning rates under ``lr/``."""
+    for k, v in losses.items():
+        writer.add_scalar(f"loss/{k}", v, step)
+    for k, v in logs.items():
+        writer.add_scalar(k if "/" in k and not k.startswith("arch/") else f"loss/{k}", v, step)
+    for k, v in lrs.items():
+        writer.add_scalar(f"lr/{k}", v, step)
+
+
+def log_samples(writer: SummaryWriter | NullWriter, net: nn.Module, pairs: list, step: int,
+                device: torch.device) -> None:  # fmt: skip
+    """SR beside HR for each validation pair, as TensorBoard images."""
+    from darts_sr.data import to_tensor, to_uint8
+
+    for pair in pairs:
+        with torch.no_grad():
+            sr = to_uint8(net.eval()(to_tensor(pair.lr).to(device)).cpu())
+        net.train()
+        writer.add_image(f"samples/{pair.name}", np.concatenate([sr, pair.hr], axis=1), step, dataformats="HWC")
+
+
+def replica_report(modules: list[nn.Module | None]) -> dict[str, float | int]:
+    """For the summary: how many processes trained, and how far any replica's parameters are from rank 0's."""
+    params = [p for m in modules if m is not None for p in m.parameters()]
+    return {"world_size": distributed.world_size(), "replica_max_abs_diff": distributed.max_replica_difference(params)}
+
+
+BACKBONE_LABEL = {None: "unused", True: "ImageNet VGG19", False: "RANDOM VGG19"}
 
 
 def save_config(run_dir: Path, config: dict[str, Any]) -> None:
@@ -90,6 +144,11 @@ def rng_state(data_generator: torch.Generator) -> dict[str, Tensor]:
 def restore_rng_state(data_generator: torch.Generator, state: dict[str, Tensor]) -> None:
     data_generator.set_state(state["data"])
     torch.set_rng_state(state["torch"])
+
+
+def draw_batch(sampler: Any, batch_size: int, generator: torch.Generator, device: torch.device) -> list[Tensor]:
+    """``[lr, hr]`` on ``device``: this process's shard of the step's batch (all of it without torchrun)."""
+    return [t.to(device) for t in sampler.sample(batch_size, generator, *distributed.shard())]
 
 
 def set_requires_grad(module: nn.Module | None, flag: bool) -> None:
@@ -118,6 +177,9 @@ class NonFiniteGuard:
     def ok(self, step: int, losses: dict[str, Tensor]) -> bool:
         losses = {k: v.detach() if isinstance(v, Tensor) else v for k, v in losses.items()}
         bad = [k for k, v in losses.items() if not math.isfinite(float(v))]
+        # Under torchrun every rank skips together, or the replicas would part ways.
+        if distributed.any_rank(bool(bad), _device_of(losses)) and not bad:
+            bad = ["a loss term on another rank"]
         if not bad:
             self.consecutive = 0
             return True
@@ -129,6 +191,14 @@ class NonFiniteGuard:
                 "stopped, the last checkpoint is the last good state"
             )
         return False
+
+
+def _device_of(losses: dict[str, Any]) -> torch.device:
+    return next((v.device for v in losses.values() if isinstance(v, Tensor)), torch.device("cpu"))
+
+
+def optimizer_params(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
 
 
 def gan_step(
@@ -153,6 +223,7 @@ def gan_step(
     if not guard.ok(step, losses):
         return {}
     total.backward()
+    distributed.average_gradients(g_params)
     if grad_clip:
         nn.utils.clip_grad_norm_(g_params, grad_clip)
     g_optimizer.step()
@@ -165,6 +236,7 @@ def gan_step(
         if not guard.ok(step, {**terms, "l_d_total": d_total}):
             return out
         d_total.backward()
+        distributed.average_gradients(optimizer_params(d_optimizer))
         d_optimizer.step()
         out |= {k: float(v.detach()) for k, v in terms.items()}
     return out
@@ -195,12 +267,15 @@ def run_steps(
     """Calls ``one_step(bar)`` until ``owner.step == total``; on a signal, checkpoints and raises StopRequested."""
     from tqdm import tqdm
 
-    with owner.stop, tqdm(total=total, initial=owner.step, desc=desc, unit="step", dynamic_ncols=True) as bar:
+    bar = tqdm(total=total, initial=owner.step, desc=desc, unit="step", dynamic_ncols=True,
+               disable=not distributed.is_main())  # fmt: skip
+    with owner.stop, bar:
         while owner.step < total:
             one_step(bar)
-            if owner.stop.signum is not None:
+            # torchrun forwards a signal to every worker, but not necessarily between the same two steps.
+            if distributed.any_rank(owner.stop.signum is not None):
                 checkpoint()
-                name = signal.Signals(owner.stop.signum).name
+                name = signal.Signals(owner.stop.signum or signal.SIGTERM).name
                 raise StopRequested(
                     f"stopped by {name} at step {owner.step}; checkpoint written, continue with --resume"
                 )

@@ -2,6 +2,7 @@
 
 A run can be killed at any instant; every file here is written to a temporary sibling and
 renamed into place, so a reader sees either the old complete file or the new complete one.
+Under torchrun only rank 0 writes (the replicas hold the same state), so a run folder is written once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 import torch
 
+from darts_sr import distributed
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -24,6 +27,8 @@ class CheckpointError(ValueError):
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    if not distributed.is_main():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -49,6 +54,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
+    if not distributed.is_main():
+        return
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     _atomic_write_bytes(path, buffer.getvalue())

@@ -23,10 +23,10 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from darts_sr import engine
+from darts_sr import distributed, engine
 from darts_sr.architect import arch_gradients
 from darts_sr.config import SearchConfig, to_dict
-from darts_sr.data import DataError, ImagePair, PatchSampler, load_dataset, to_tensor, to_uint8
+from darts_sr.data import DataError, ImagePair, PatchSampler, load_dataset
 from darts_sr.discriminator import Discriminator, load_discriminator_genotype
 from darts_sr.evaluation import evaluate_pairs
 from darts_sr.genotype import TPSR, GeneratorGenotype, save_genotype
@@ -83,7 +83,7 @@ class GeneratorSearch:
     def __init__(self, config: SearchConfig, run_dir: Path, resume: bool = False):
         self.cfg, self.run_dir = config, Path(run_dir)
         cfg = config
-        self.device = torch.device(cfg.run.device)
+        self.device = distributed.init(cfg.run.device)
         self.data_generator = engine.seed_everything(cfg.run.seed)
         scale = cfg.data.scale
         train_half, arch_half = split_halves(load_training_pairs(cfg.data.train, scale))
@@ -108,6 +108,8 @@ class GeneratorSearch:
             if cfg.discriminator.base_width is not None:
                 d_genotype = replace(d_genotype, base_width=cfg.discriminator.base_width)
             self.discriminator = Discriminator(d_genotype).to(self.device)
+        distributed.broadcast_module(self.supernet)
+        distributed.broadcast_module(self.discriminator)
         self.budget = cfg.cost.budget_macs or default_budget(scale)
         o = cfg.optim
         self.total_steps = o.epochs * o.steps_per_epoch
@@ -197,6 +199,7 @@ class GeneratorSearch:
             order=self.cfg.optim.order,
             xi=self.w_optimizer.param_groups[0]["lr"],
         )
+        distributed.average_gradients(self.supernet.arch_parameters())
         grads_finite = all(torch.isfinite(p.grad).all() for p in self.supernet.arch_parameters())
         if self.guard.ok(self.step, {"arch/l_val_total": loss if grads_finite else torch.tensor(float("nan"))}):
             self.a_optimizer.step()
@@ -213,7 +216,7 @@ class GeneratorSearch:
 
     def run(self) -> dict:
         self.started = time.time()
-        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
+        writer = engine.summary_writer(self.run_dir / "tb", purge_step=self.step or None)
         if self.step == 0:
             self._log_start(writer)
         try:
@@ -227,8 +230,8 @@ class GeneratorSearch:
     def _one_step(self, writer: SummaryWriter, bar: tqdm) -> None:
         cfg, o = self.cfg, self.cfg.optim
         bs = cfg.data.batch_size
-        weight_batch = [t.to(self.device) for t in self.weight_sampler.sample(bs, self.data_generator)]
-        arch_batch = [t.to(self.device) for t in self.arch_sampler.sample(bs, self.data_generator)]
+        weight_batch = engine.draw_batch(self.weight_sampler, bs, self.data_generator, self.device)
+        arch_batch = engine.draw_batch(self.arch_sampler, bs, self.data_generator, self.device)
         lr_now = self._set_lr()
         epoch = self.step // o.steps_per_epoch
         logs: dict[str, float] = {}
@@ -243,12 +246,8 @@ class GeneratorSearch:
         if losses:
             bar.set_postfix(loss=f"{losses['l_g_total']:.4f}", refresh=False)
         if self.step % cfg.run.log_every == 0:
-            for k, v in losses.items():
-                writer.add_scalar(f"loss/{k}", v, self.step)
-            for k, v in logs.items():
-                writer.add_scalar(k if "/" in k and not k.startswith("arch/") else f"loss/{k}", v, self.step)
-            writer.add_scalar("lr/weight", lr_now, self.step)
-            writer.add_scalar("lr/arch", self.a_optimizer.param_groups[0]["lr"], self.step)
+            lrs = {"weight": lr_now, "arch": self.a_optimizer.param_groups[0]["lr"]}
+            engine.log_scalars(writer, self.step, losses, logs, lrs)
         if self.step % o.steps_per_epoch == 0:
             self._end_epoch(writer, epoch + 1)
 
@@ -313,11 +312,7 @@ class GeneratorSearch:
         writer.add_scalar("cost/derived_gmacs", record["derived_macs_720p"] / 1e9, step)
         writer.add_scalar("cost/expected_gmacs_epoch", record["expected_macs_720p"] / 1e9, step)
         writer.add_scalar("cost/derived_params", record["derived_params"], step)
-        for pair in self.val_pairs[: self.cfg.run.samples]:
-            with torch.no_grad():
-                sr = to_uint8(net.eval()(to_tensor(pair.lr).to(self.device)).cpu())
-            net.train()
-            writer.add_image(f"samples/{pair.name}", np.concatenate([sr, pair.hr], axis=1), step, dataformats="HWC")
+        engine.log_samples(writer, net, self.val_pairs[: self.cfg.run.samples], step, self.device)
 
     def _finish(self) -> dict:
         genotype = GeneratorGenotype.from_dict(self.history[-1]["genotype"]) if self.history else self.derive()
@@ -332,9 +327,8 @@ class GeneratorSearch:
             "epochs": self.cfg.optim.epochs,
             "steps": self.step,
             "wall_time_s": round(self.wall_before + time.time() - self.started, 1),
-            "perceptual_backbone": {None: "unused", True: "ImageNet VGG19", False: "RANDOM VGG19"}[
-                self.perceptual_pretrained
-            ],
+            "perceptual_backbone": engine.BACKBONE_LABEL[self.perceptual_pretrained],
+            "distributed": engine.replica_report([self.supernet, self.discriminator]),
         }
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary

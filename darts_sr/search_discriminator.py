@@ -20,7 +20,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
@@ -28,11 +27,11 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from darts_sr import engine
+from darts_sr import distributed, engine
 from darts_sr.config import ConfigError, SearchConfig, to_dict
 from darts_sr.d_architect import cross_hypergradient
 from darts_sr.d_supernet import DiscriminatorSupernet, reference_macs
-from darts_sr.data import PatchSampler, load_dataset, to_tensor, to_uint8
+from darts_sr.data import PatchSampler, load_dataset
 from darts_sr.discriminator import (
     DiscriminatorGenotype,
     block_layout,
@@ -101,7 +100,7 @@ class DiscriminatorSearch:
             raise ConfigError(
                 "stage2.d_objective 'generator' needs loss.pixel or loss.perceptual > 0 (the val objective)"
             )
-        self.device = torch.device(cfg.run.device)
+        self.device = distributed.init(cfg.run.device)
         self.data_generator = engine.seed_everything(cfg.run.seed)
         self.generator_genotype = resolve_generator_genotype(cfg, self.run_dir)
         if s.generator_weights:
@@ -115,6 +114,9 @@ class DiscriminatorSearch:
             self.supernet = DiscriminatorSupernet(s.blocks, s.base_widths, s.norms, s.ops).to(self.device)
         except (KeyError, ValueError) as e:
             raise ConfigError(f"stage2: {e.args[0] if e.args else e}") from None
+
+        distributed.broadcast_module(self.generator)
+        distributed.broadcast_module(self.supernet)
 
         scale = cfg.data.scale
         train_half, arch_half = split_halves(load_training_pairs(cfg.data.train, scale))
@@ -197,11 +199,12 @@ class DiscriminatorSearch:
     # --- steps -------------------------------------------------------------------------------
 
     def _pretrain_step(self, writer: SummaryWriter) -> None:
-        lr, hr = (t.to(self.device) for t in self.weight_sampler.sample(self.cfg.data.batch_size, self.data_generator))
+        lr, hr = engine.draw_batch(self.weight_sampler, self.cfg.data.batch_size, self.data_generator, self.device)
         self.p_optimizer.zero_grad(set_to_none=True)
         loss = F.l1_loss(self.generator(lr), hr)
         if self.guard.ok(self.step, {"pretrain_l_g_pix": loss}):
             loss.backward()
+            distributed.average_gradients(self.generator.parameters())
             if self.cfg.stage2.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.generator.parameters(), self.cfg.stage2.grad_clip)
             self.p_optimizer.step()
@@ -270,6 +273,7 @@ class DiscriminatorSearch:
                 details |= cost
         finally:
             self.supernet.set_weights_trainable(True)
+        distributed.average_gradients(arch)
         ok = all(bool(torch.isfinite(p.grad).all()) for p in arch)
         if self.guard.ok(self.step, {"arch/l_val_total": loss if ok else torch.tensor(float("nan"))}):
             self.a_optimizer.step()
@@ -282,8 +286,8 @@ class DiscriminatorSearch:
             return
         cfg, s = self.cfg, self.cfg.stage2
         bs = cfg.data.batch_size
-        weight_batch = [t.to(self.device) for t in self.weight_sampler.sample(bs, self.data_generator)]
-        arch_batch = [t.to(self.device) for t in self.arch_sampler.sample(bs, self.data_generator)]
+        weight_batch = engine.draw_batch(self.weight_sampler, bs, self.data_generator, self.device)
+        arch_batch = engine.draw_batch(self.arch_sampler, bs, self.data_generator, self.device)
         search_step = self.step - self.pretrain_steps
         lr_now = cosine_lr(search_step, self.search_steps, s.generator_lr, s.generator_lr_min)
         for group in self.g_optimizer.param_groups:
@@ -301,13 +305,12 @@ class DiscriminatorSearch:
         if losses:
             bar.set_postfix(loss=f"{losses['l_g_total']:.4f}", refresh=False)
         if self.step % cfg.run.log_every == 0:
-            for k, v in losses.items():
-                writer.add_scalar(f"loss/{k}", v, self.step)
-            for k, v in logs.items():
-                writer.add_scalar(k if "/" in k and not k.startswith("arch/") else f"loss/{k}", v, self.step)
-            writer.add_scalar("lr/generator", lr_now, self.step)
-            writer.add_scalar("lr/discriminator", self.d_optimizer.param_groups[0]["lr"], self.step)
-            writer.add_scalar("lr/arch", self.a_optimizer.param_groups[0]["lr"], self.step)
+            lrs = {
+                "generator": lr_now,
+                "discriminator": self.d_optimizer.param_groups[0]["lr"],
+                "arch": self.a_optimizer.param_groups[0]["lr"],
+            }
+            engine.log_scalars(writer, self.step, losses, logs, lrs)
         if (search_step + 1) % s.steps_per_epoch == 0:
             self._end_epoch(writer, epoch + 1)
 
@@ -315,7 +318,7 @@ class DiscriminatorSearch:
 
     def run(self) -> dict:
         self.started = time.time()
-        writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=self.step or None)
+        writer = engine.summary_writer(self.run_dir / TENSORBOARD_DIR, purge_step=self.step or None)
         if self.step == 0:
             self._log_start(writer)
         try:
@@ -390,11 +393,7 @@ class DiscriminatorSearch:
         writer.add_scalar("cost/derived_gmacs", record["derived_macs"] / 1e9, step)
         writer.add_scalar("cost/expected_gmacs_epoch", record["expected_macs"] / 1e9, step)
         writer.add_scalar("cost/derived_params", record["derived_params"], step)
-        for pair in self.val_pairs[: self.cfg.run.samples]:
-            with torch.no_grad():
-                sr = to_uint8(self.generator.eval()(to_tensor(pair.lr).to(self.device)).cpu())
-            self.generator.train()
-            writer.add_image(f"samples/{pair.name}", np.concatenate([sr, pair.hr], axis=1), step, dataformats="HWC")
+        engine.log_samples(writer, self.generator, self.val_pairs[: self.cfg.run.samples], step, self.device)
 
     def _finish(self) -> dict:
         s = self.cfg.stage2
@@ -418,9 +417,8 @@ class DiscriminatorSearch:
             "epochs": s.epochs,
             "steps": self.step,
             "wall_time_s": round(self.wall_before + time.time() - self.started, 1),
-            "perceptual_backbone": {None: "unused", True: "ImageNet VGG19", False: "RANDOM VGG19"}[
-                self.perceptual_pretrained
-            ],
+            "perceptual_backbone": engine.BACKBONE_LABEL[self.perceptual_pretrained],
+            "distributed": engine.replica_report([self.generator, self.supernet]),
         }
         atomic_write_text(self.run_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
         return summary

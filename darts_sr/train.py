@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from darts_sr import engine
+from darts_sr import distributed, engine
 from darts_sr.config import LossConfig, TrainConfig, to_dict
 from darts_sr.data import PatchSampler, load_dataset
 from darts_sr.discriminator import Discriminator, DiscriminatorGenotype
@@ -64,7 +64,7 @@ class Retrainer:
         self.cfg, self.genotype, self.run_dir = config, genotype, Path(run_dir)
         if genotype.scale != config.data.scale:
             raise ValueError(f"genotype scale {genotype.scale} differs from data.scale {config.data.scale}")
-        self.device = torch.device(config.run.device)
+        self.device = distributed.init(config.run.device)
         self.data_generator = engine.seed_everything(config.run.seed)
         scale = genotype.scale
         self.sampler = PatchSampler(load_training_pairs(config.data.train, scale), config.data.patch_size, scale)
@@ -76,6 +76,8 @@ class Retrainer:
         self.phases = [("pixel", config.pixel_phase), ("gan", config.gan_phase)]
         self.total_steps = sum(p.steps for _, p in self.phases)
         self.discriminator = Discriminator(d_genotype).to(self.device) if config.gan_phase.steps else None
+        distributed.broadcast_module(self.generator)
+        distributed.broadcast_module(self.discriminator)
         self.d_optimizer = (
             torch.optim.Adam(self.discriminator.parameters(), lr=config.discriminator.lr, betas=(0.9, 0.99))
             if self.discriminator is not None
@@ -158,7 +160,7 @@ class Retrainer:
 
     def run(self) -> dict:
         self.started = time.time()
-        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
+        writer = engine.summary_writer(self.run_dir / "tb", purge_step=self.step or None)
         if self.step == 0:
             writer.add_text("genotype", self.genotype.describe().replace("\n", "  \n"), 0)
             writer.add_text("config", json.dumps(to_dict(self.cfg), indent=2).replace("\n", "  \n"), 0)
@@ -176,7 +178,7 @@ class Retrainer:
         lr_now = cosine_lr(self.step - self._phase_start(index), phase.steps, phase.lr, phase.lr_min)
         for group in self.g_optimizer.param_groups:
             group["lr"] = lr_now
-        lr, hr = (t.to(self.device) for t in self.sampler.sample(self.cfg.data.batch_size, self.data_generator))
+        lr, hr = engine.draw_batch(self.sampler, self.cfg.data.batch_size, self.data_generator, self.device)
         losses = engine.gan_step(
             self.generator, self.discriminator, lr, hr, self.criterion, self.g_optimizer, self.d_optimizer,
             list(self.generator.parameters()), self.guard, self.step, self.cfg.grad_clip,
@@ -186,9 +188,7 @@ class Retrainer:
         if losses:
             bar.set_postfix(phase=name, loss=f"{losses['l_g_total']:.4f}", refresh=False)
         if self.step % self.cfg.run.log_every == 0:
-            for k, v in losses.items():
-                writer.add_scalar(f"loss/{k}", v, self.step)
-            writer.add_scalar("lr/generator", lr_now, self.step)
+            engine.log_scalars(writer, self.step, losses, {}, {"generator": lr_now})
         phase_end = self.step == self._phase_start(index) + phase.steps
         if self.step % self.cfg.val_every == 0 or phase_end:
             self._validate(writer, name, phase_end)
@@ -229,9 +229,8 @@ class Retrainer:
             "val_history": self.history,
             "models": sorted(p.name for p in self.run_dir.glob("model_*.pt")),
             "wall_time_s": round(self.wall_before + time.time() - self.started, 1),
-            "perceptual_backbone": {None: "unused", True: "ImageNet VGG19", False: "RANDOM VGG19"}[
-                self.perceptual_pretrained if self.phase_index == 1 else None
-            ],
+            "perceptual_backbone": engine.BACKBONE_LABEL[self.perceptual_pretrained if self.phase_index == 1 else None],
+            "distributed": engine.replica_report([self.generator, self.discriminator]),
         }
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary

@@ -33,3 +33,15 @@ def run_cli(script: str, *args: str, timeout: float = 600, env: dict | None = No
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: for tiny tensors, thread start-up and contention with other processes cost more
+    than the work."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

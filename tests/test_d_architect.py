@@ -10,14 +10,7 @@ from darts_sr.genotype import GeneratorGenotype, Node
 from darts_sr.losses import GeneratorLoss, LossWeights
 from darts_sr.networks import Generator
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: thread start-up and contention with other processes cost more than the work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY_G = GeneratorGenotype(nodes=(Node("conv_3x3", 0), Node("sep_3x3", 1)), outputs=(1, 2), channels=3, scale=2)

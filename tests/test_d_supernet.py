@@ -18,14 +18,7 @@ from darts_sr.discriminator import (
 from darts_sr.genotype import GenotypeError
 from operations.discriminator import D_OPS, D_SEARCH_SPACE, NORMS
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: thread start-up and contention with other processes cost more than the work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _supernet(blocks=4, widths=(2, 4), norms=("none", "batch", "spectral"), ops=D_SEARCH_SPACE, seed=0):
