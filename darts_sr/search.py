@@ -108,6 +108,10 @@ class GeneratorSearch:
             if cfg.discriminator.base_width is not None:
                 d_genotype = replace(d_genotype, base_width=cfg.discriminator.base_width)
             self.discriminator = Discriminator(d_genotype).to(self.device)
+        if s.channels_last:
+            self.supernet.to(memory_format=torch.channels_last)
+            if self.discriminator is not None:
+                self.discriminator.to(memory_format=torch.channels_last)
         distributed.broadcast_module(self.supernet)
         distributed.broadcast_module(self.discriminator)
         self.budget = cfg.cost.budget_macs or default_budget(scale)
