@@ -130,3 +130,22 @@ def test_skip_cap_replaces_least_confident_skips():
     assert [n.op for n in net.derive().nodes] == ["skip"] * 4
     capped = net.derive(max_skip_nodes=2)
     assert [n.op for n in capped.nodes] == ["skip", "sep_3x3", "sep_3x3", "skip"]
+
+
+def test_channels_last_computes_the_same_outputs_and_gradients():
+    torch.manual_seed(0)
+    nchw = GeneratorSupernet(nodes=4, channels=8, scale=4)
+    nhwc = GeneratorSupernet(nodes=4, channels=8, scale=4)
+    nhwc.load_state_dict(nchw.state_dict())
+    nhwc.to(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 12, 12)
+    outs, grads = [], []
+    for net in (nchw, nhwc):
+        y = net(x)
+        (y * torch.linspace(0, 1, y.numel()).view_as(y)).sum().backward()
+        outs.append(y.detach().contiguous())
+        grads.append([p.grad.contiguous() for p in net.parameters()])
+    assert nhwc.stem.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
