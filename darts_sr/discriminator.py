@@ -14,12 +14,11 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
 
-from darts_sr.genotype import GenotypeError, _check_keys, _typed
+from darts_sr.genotype import GenotypeError, _check_keys, _typed, load_genotype
 from operations.discriminator import D_OPS, LEAKY_SLOPE, NORMS, build_d_op, out_size
 
 IMAGE_CHANNELS = 3
@@ -171,16 +170,4 @@ BUILTIN_DISCRIMINATORS: dict[str, DiscriminatorGenotype] = {"reference": SRGAN_D
 
 def load_discriminator_genotype(spec: str | os.PathLike) -> DiscriminatorGenotype:
     """A built-in name (``reference``) or a JSON file. Errors name the file."""
-    if str(spec) in BUILTIN_DISCRIMINATORS:
-        return BUILTIN_DISCRIMINATORS[str(spec)]
-    path = Path(spec)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise GenotypeError(
-            f"{path}: cannot read genotype ({e.strerror or e}); built-ins: {', '.join(BUILTIN_DISCRIMINATORS)}"
-        ) from None
-    try:
-        return DiscriminatorGenotype.from_json(text)
-    except GenotypeError as e:
-        raise GenotypeError(f"{path}: {e}") from None
+    return load_genotype(spec, BUILTIN_DISCRIMINATORS, DiscriminatorGenotype.from_dict)

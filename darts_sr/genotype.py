@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from darts_sr.io import atomic_write_text
 from operations import GENERATOR_OPS
+
+G = TypeVar("G")
 
 SCALES = (2, 3, 4)
 
@@ -181,21 +184,26 @@ BUILTIN_GENERATORS: dict[str, GeneratorGenotype] = {"tpsr": TPSR}
 
 def load_generator_genotype(spec: str | os.PathLike) -> GeneratorGenotype:
     """A built-in name (``tpsr``) or a JSON file. Errors name the file."""
-    if str(spec) in BUILTIN_GENERATORS:
-        return BUILTIN_GENERATORS[str(spec)]
+    return load_genotype(spec, BUILTIN_GENERATORS, GeneratorGenotype.from_dict)
+
+
+def load_genotype(spec: str | os.PathLike, builtins: dict[str, G], from_dict: Callable[[Any], G]) -> G:
+    """A built-in name or a JSON file parsed by ``from_dict``; every error names the file."""
+    if str(spec) in builtins:
+        return builtins[str(spec)]
     path = Path(spec)
     try:
         text = path.read_text()
     except OSError as e:
         raise GenotypeError(
-            f"{path}: cannot read genotype ({e.strerror or e}); built-ins: {', '.join(BUILTIN_GENERATORS)}"
+            f"{path}: cannot read genotype ({e.strerror or e}); built-ins: {', '.join(builtins)}"
         ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise GenotypeError(f"{path}: not valid JSON ({e})") from None
     try:
-        return GeneratorGenotype.from_dict(data)
+        return from_dict(data)
     except GenotypeError as e:
         raise GenotypeError(f"{path}: {e}") from None
 
