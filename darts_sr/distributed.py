@@ -104,11 +104,11 @@ def average_gradients(params: Iterable[nn.Parameter]) -> None:
         offset += n
 
 
-def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
+def any_rank(flag: bool) -> bool:
     """True when ``flag`` is true on any rank: decisions that must be taken together (skip a step, stop)."""
     if world_size() == 1:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=_reduce_device(device))
+    t = torch.tensor([1.0 if flag else 0.0], device=_reduce_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
 
@@ -151,6 +151,6 @@ def max_replica_difference(tensors: Iterable[torch.Tensor]) -> float:
     return float(diff.item())
 
 
-def _reduce_device(device: torch.device | str) -> torch.device:
-    # nccl reduces only CUDA tensors; gloo only CPU ones.
-    return torch.device(device) if dist.get_backend() == "nccl" else torch.device("cpu")
+def _reduce_device() -> torch.device:
+    # nccl reduces only CUDA tensors (this process's device, set by init); gloo only CPU ones.
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")

@@ -178,7 +178,7 @@ class NonFiniteGuard:
         losses = {k: v.detach() if isinstance(v, Tensor) else v for k, v in losses.items()}
         bad = [k for k, v in losses.items() if not math.isfinite(float(v))]
         # Under torchrun every rank skips together, or the replicas would part ways.
-        if distributed.any_rank(bool(bad), _device_of(losses)) and not bad:
+        if distributed.any_rank(bool(bad)) and not bad:
             bad = ["a loss term on another rank"]
         if not bad:
             self.consecutive = 0
@@ -191,10 +191,6 @@ class NonFiniteGuard:
                 "stopped, the last checkpoint is the last good state"
             )
         return False
-
-
-def _device_of(losses: dict[str, Any]) -> torch.device:
-    return next((v.device for v in losses.values() if isinstance(v, Tensor)), torch.device("cpu"))
 
 
 def optimizer_params(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
