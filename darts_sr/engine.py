@@ -23,8 +23,9 @@ from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 
 from darts_sr import distributed
+from darts_sr.config import LossConfig
 from darts_sr.io import atomic_torch_save, atomic_write_text, load_checkpoint
-from darts_sr.losses import GeneratorLoss, relativistic_discriminator_terms
+from darts_sr.losses import GeneratorLoss, LossWeights, PerceptualLoss, relativistic_discriminator_terms
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,17 @@ def restore_rng_state(data_generator: torch.Generator, state: dict[str, Tensor])
 def draw_batch(sampler: Any, batch_size: int, generator: torch.Generator, device: torch.device) -> list[Tensor]:
     """``[lr, hr]`` on ``device``: this process's shard of the step's batch (all of it without torchrun)."""
     return [t.to(device) for t in sampler.sample(batch_size, generator, *distributed.shard())]
+
+
+def build_criterion(loss: LossConfig, device: torch.device) -> tuple[GeneratorLoss, bool | None]:
+    """The weighted generator loss of a phase and whether its VGG19 is pretrained (None: unused)."""
+    weights = LossWeights(loss.pixel, loss.perceptual, loss.adversarial)
+    perceptual = None
+    if weights.perceptual > 0:
+        perceptual = PerceptualLoss(loss.perceptual_layer, loss.pretrained_dir, loss.allow_random_backbone)
+        if not perceptual.pretrained:
+            log.warning("the perceptual loss uses a RANDOMLY INITIALISED VGG19 (loss.allow_random_backbone=true)")
+    return GeneratorLoss(weights, perceptual).to(device), None if perceptual is None else perceptual.pretrained
 
 
 def set_requires_grad(module: nn.Module | None, flag: bool) -> None:

@@ -31,7 +31,7 @@ from darts_sr.discriminator import Discriminator, load_discriminator_genotype
 from darts_sr.evaluation import evaluate_pairs
 from darts_sr.genotype import TPSR, GeneratorGenotype, save_genotype
 from darts_sr.io import atomic_write_text
-from darts_sr.losses import GeneratorLoss, LossWeights, PerceptualLoss, cost_penalty
+from darts_sr.losses import cost_penalty
 from darts_sr.networks import generator_macs, generator_params
 from darts_sr.plots import genotype_graph, probability_heatmap
 from darts_sr.supernet import GeneratorSupernet
@@ -92,16 +92,8 @@ class GeneratorSearch:
         self.val_pairs = centre_crop(load_dataset(cfg.data.val, scale, split="val"), cfg.data.val_crop, scale)
         s = cfg.supernet
         self.supernet = GeneratorSupernet(s.nodes, s.channels, scale, s.ops, s.input_window).to(self.device)
-        weights = LossWeights(cfg.loss.pixel, cfg.loss.perceptual, cfg.loss.adversarial)
-        perceptual = None
-        if weights.perceptual > 0:
-            perceptual = PerceptualLoss(
-                cfg.loss.perceptual_layer, cfg.loss.pretrained_dir, cfg.loss.allow_random_backbone
-            )
-            if not perceptual.pretrained:
-                log.warning("the perceptual loss uses a RANDOMLY INITIALISED VGG19 (loss.allow_random_backbone=true)")
-        self.perceptual_pretrained = None if perceptual is None else perceptual.pretrained
-        self.criterion = GeneratorLoss(weights, perceptual).to(self.device)
+        self.criterion, self.perceptual_pretrained = engine.build_criterion(cfg.loss, self.device)
+        weights = self.criterion.weights
         self.discriminator = None
         if weights.adversarial > 0:
             d_genotype = load_discriminator_genotype(cfg.discriminator.genotype)

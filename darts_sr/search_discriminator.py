@@ -42,7 +42,7 @@ from darts_sr.discriminator import (
 from darts_sr.evaluation import evaluate_pairs
 from darts_sr.genotype import GeneratorGenotype, load_generator_genotype
 from darts_sr.io import atomic_torch_save, atomic_write_text, load_checkpoint
-from darts_sr.losses import GeneratorLoss, LossWeights, PerceptualLoss, cost_penalty, relativistic_discriminator_terms
+from darts_sr.losses import GeneratorLoss, LossWeights, cost_penalty, relativistic_discriminator_terms
 from darts_sr.networks import Generator, load_generator
 from darts_sr.plots import probability_heatmap
 from darts_sr.search import centre_crop, cosine_lr, load_training_pairs, split_halves
@@ -73,17 +73,6 @@ def resolve_generator_genotype(config: SearchConfig, run_dir: Path) -> Generator
             f"stage2.generator {spec}: the genotype is x{genotype.scale} but data.scale is {config.data.scale}"
         )
     return genotype
-
-
-def _perceptual(config: SearchConfig) -> PerceptualLoss | None:
-    if config.loss.perceptual <= 0:
-        return None
-    perceptual = PerceptualLoss(
-        config.loss.perceptual_layer, config.loss.pretrained_dir, config.loss.allow_random_backbone
-    )
-    if not perceptual.pretrained:
-        log.warning("the perceptual loss uses a RANDOMLY INITIALISED VGG19 (loss.allow_random_backbone=true)")
-    return perceptual
 
 
 class DiscriminatorSearch:
@@ -124,12 +113,8 @@ class DiscriminatorSearch:
         self.arch_sampler = PatchSampler(arch_half, cfg.data.patch_size, scale)
         self.val_pairs = centre_crop(load_dataset(cfg.data.val, scale, split="val"), cfg.data.val_crop, scale)
 
-        perceptual = _perceptual(cfg)
-        self.perceptual_pretrained = None if perceptual is None else perceptual.pretrained
-        self.criterion = GeneratorLoss(
-            LossWeights(cfg.loss.pixel, cfg.loss.perceptual, cfg.loss.adversarial), perceptual
-        )
-        self.criterion.to(self.device)
+        self.criterion, self.perceptual_pretrained = engine.build_criterion(cfg.loss, self.device)
+        perceptual = self.criterion.perceptual
         # The generator's validation objective: the same pixel and perceptual weights, no adversarial term.
         self.val_criterion = None
         if s.d_objective == "generator":

@@ -19,13 +19,12 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from darts_sr import distributed, engine
-from darts_sr.config import LossConfig, TrainConfig, to_dict
+from darts_sr.config import TrainConfig, to_dict
 from darts_sr.data import PatchSampler, load_dataset
 from darts_sr.discriminator import Discriminator, DiscriminatorGenotype
 from darts_sr.evaluation import evaluate_pairs
 from darts_sr.genotype import GeneratorGenotype, save_genotype
 from darts_sr.io import atomic_torch_save, atomic_write_text
-from darts_sr.losses import GeneratorLoss, LossWeights, PerceptualLoss
 from darts_sr.metrics import LpipsMetric
 from darts_sr.networks import (
     CHECKPOINT_GENERATOR_KEY,
@@ -37,17 +36,6 @@ from darts_sr.networks import (
 from darts_sr.search import centre_crop, cosine_lr, load_training_pairs
 
 log = logging.getLogger(__name__)
-
-
-def build_criterion(loss: LossConfig, device: torch.device) -> tuple[GeneratorLoss, bool | None]:
-    """The weighted generator loss of a phase and whether its VGG19 is pretrained (None: unused)."""
-    weights = LossWeights(loss.pixel, loss.perceptual, loss.adversarial)
-    perceptual = None
-    if weights.perceptual > 0:
-        perceptual = PerceptualLoss(loss.perceptual_layer, loss.pretrained_dir, loss.allow_random_backbone)
-        if not perceptual.pretrained:
-            log.warning("the perceptual loss uses a RANDOMLY INITIALISED VGG19 (loss.allow_random_backbone=true)")
-    return GeneratorLoss(weights, perceptual).to(device), None if perceptual is None else perceptual.pretrained
 
 
 class Retrainer:
@@ -107,7 +95,7 @@ class Retrainer:
     def _enter_phase(self, index: int) -> None:
         name, phase = self.phases[index]
         self.phase_index = index
-        self.criterion, self.perceptual_pretrained = build_criterion(phase.loss, self.device)
+        self.criterion, self.perceptual_pretrained = engine.build_criterion(phase.loss, self.device)
         # A fresh optimizer per phase, as ESRGAN's fine-tuning starts from the PSNR model with new Adam state.
         self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=phase.lr, betas=(0.9, 0.99))
         log.info("phase %s: %d steps, %s", name, phase.steps, self.criterion.weights)
