@@ -1,12 +1,11 @@
-"""Evaluate a generator on benchmark folders: Y-PSNR / Y-SSIM (TPSR protocol), LPIPS, params, MACs@720p.
+"""Evaluate a generator on benchmark folders: Y-PSNR / Y-SSIM (TPSR protocol), LPIPS, NIQE, params, MACs@720p.
 
-python evaluate.py --genotype tpsr --weights TPSR_NOGANX4.pt --data Set5=PATH/Set5
+python evaluate.py --genotype tpsr --weights TPSR_NOGANX4.pt --data Set5=PATH/Set5 [--references]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -14,11 +13,13 @@ from pathlib import Path
 
 import torch
 
-from darts_sr.data import DataError, load_dataset, parse_data_spec
-from darts_sr.evaluation import evaluate_pairs, format_table
+from darts_sr import cli
+from darts_sr.config import ConfigError
+from darts_sr.data import DataError, bicubic_upscale, load_dataset, parse_data_spec
+from darts_sr.evaluation import evaluate_pairs, format_table, score_images
 from darts_sr.genotype import GenotypeError, load_generator_genotype
 from darts_sr.io import CheckpointError, atomic_write_text
-from darts_sr.metrics import LpipsMetric
+from darts_sr.metrics import MetricSettings, create_scorers
 from darts_sr.networks import WeightsMismatch, generator_macs, generator_params, load_generator
 
 log = logging.getLogger("evaluate")
@@ -45,10 +46,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="folder holding ImageNet AlexNet weights for LPIPS (default: the torch hub cache)",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument(
+        "--references", action="store_true", help="also score bicubic upscaling and the HR images themselves"
+    )
+    cli.add_offline_flag(p)
     return p.parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> list[dict]:
+    cli.apply_offline_flag(args)
     genotype = load_generator_genotype(args.genotype) if args.genotype else None
     model = load_generator(args.weights, genotype)
     genotype = model.genotype
@@ -57,19 +63,29 @@ def run(args: argparse.Namespace) -> list[dict]:
     datasets = [parse_data_spec(spec) for spec in args.data]
     device = torch.device(args.device)
     model.to(device)
-    lpips_metric, reason = LpipsMetric.create(args.pretrained_dir)
-    if lpips_metric is None:
-        log.warning("LPIPS: n/a (%s)", reason)
-    else:
-        lpips_metric.to(device)
+    scorers = create_scorers(settings=MetricSettings(args.pretrained_dir, device))
     params, macs = generator_params(genotype), generator_macs(genotype)
+    label = Path(args.weights).stem
     records = []
     for name, path in datasets:
         pairs = load_dataset(path, genotype.scale, synthesize_lr=args.synthesize_lr)
         save_dir = args.save_images / name if args.save_images else None
-        score = evaluate_pairs(model, pairs, name, genotype.scale, lpips_metric, device, save_dir)
-        records.append(dataclasses.asdict(score) | {"params": params, "macs_720p": macs})
+        score = evaluate_pairs(model, pairs, name, genotype.scale, scorers, device, save_dir)
+        records.append({"model": label, **score.record(), "params": params, "macs_720p": macs})
+        if args.references:
+            records += reference_records(pairs, name, genotype.scale, scorers)
     return records
+
+
+def reference_records(pairs: list, dataset: str, scale: int, scorers: dict) -> list[dict]:
+    """Bicubic upscaling of the LR images, and the HR images scored as if they were the output (the ceiling of a
+    no-reference metric such as NIQE; PSNR is infinite)."""
+    with_gt = [p for p in pairs if p.gt is not None]
+    rows = [("bicubic", ((bicubic_upscale(p.lq, scale), p) for p in pairs)), ("HR", ((p.gt, p) for p in with_gt))]
+    return [
+        {"model": model, **score_images(results, dataset, scale, scorers).record(), "params": 0, "macs_720p": 0}
+        for model, results in rows
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         records = run(args)
-    except (DataError, GenotypeError, CheckpointError, WeightsMismatch) as e:
+    except (DataError, GenotypeError, CheckpointError, WeightsMismatch, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_table(records))

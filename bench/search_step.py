@@ -22,11 +22,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from darts_sr.config import SearchConfig, load_config  # noqa: E402
-from darts_sr.engine import prepare_run_folder  # noqa: E402
 from darts_sr.networks import upsampler_macs  # noqa: E402
+from darts_sr.runner import prepare_run_folder  # noqa: E402
 from darts_sr.search import GeneratorSearch  # noqa: E402
 from operations import OPS, build_op, conv_macs  # noqa: E402
 
@@ -83,10 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         pixel_only = GeneratorSearch(pixel_cfg, prepare_run_folder(Path(tmp) / "pixel", False, False))
 
         writer = SummaryWriter(str(Path(tmp) / "tb"))
-        bar = tqdm(disable=True)
 
         def one_step(s: GeneratorSearch):
-            return lambda: s._one_step(writer, bar)
+            return lambda: s.one_step(writer)
 
         full = timed(one_step(search), args.steps)
         generator_only = timed(one_step(pixel_only), args.steps)

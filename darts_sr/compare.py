@@ -16,26 +16,24 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
-from darts_sr import cli, engine
+from darts_sr import cli, run_files
 from darts_sr.config import TrainConfig, load_config, to_dict
 from darts_sr.data import bicubic_upscale, load_dataset, parse_data_spec
 from darts_sr.discriminator import load_discriminator_genotype
-from darts_sr.evaluation import evaluate_pairs
+from darts_sr.evaluation import evaluate_pairs, format_value, score_images
 from darts_sr.genotype import TPSR, load_generator_genotype, save_genotype
 from darts_sr.io import atomic_write_text
-from darts_sr.metrics import LpipsMetric, psnr_y, ssim_y
+from darts_sr.metrics import METRICS, MetricSettings, create_scorers
 from darts_sr.networks import generator_macs, generator_params, load_generator
+from darts_sr.runner import prepare_run_folder, save_config
 from darts_sr.sampling import matched_random_genotypes
 from darts_sr.train import Retrainer
 from operations import GENERATOR_SEARCH_SPACE
 
 log = logging.getLogger("compare")
-MODEL_FILES = {"pixel": "model_pixel.pt", "gan": "model_gan.pt"}
+MODEL_FILES = {"pixel": run_files.MODEL_PIXEL, "gan": run_files.MODEL_GAN}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,14 +66,14 @@ def candidates(searched_path: str, count: int, tolerance: float, seed: int) -> d
 
 def train_one(name: str, genotype, config: TrainConfig, out: Path) -> None:
     run_dir = out / name
-    if (run_dir / "summary.json").is_file():
+    if (run_dir / run_files.RETRAIN.summary).is_file():
         log.info("%s: already trained, reusing %s", name, run_dir)
         return
-    resume = (run_dir / engine.CHECKPOINT_NAME).is_file()
-    run_dir = engine.prepare_run_folder(run_dir, resume=resume, overwrite=not resume)
+    resume = (run_dir / run_files.RETRAIN.checkpoint).is_file()
+    run_dir = prepare_run_folder(run_dir, resume=resume, overwrite=not resume)
     if not resume:
-        engine.save_config(run_dir, to_dict(config))
-        save_genotype(genotype, run_dir / "genotype_generator.json")
+        save_config(run_dir, to_dict(config))
+        save_genotype(genotype, run_dir / run_files.GENERATOR_GENOTYPE)
     d_genotype = load_discriminator_genotype(config.discriminator.genotype)
     log.info("%s: training %s (%d params, %.3f GMACs@720p)", name, run_dir, generator_params(genotype),
              generator_macs(genotype) / 1e9)  # fmt: skip
@@ -83,13 +81,9 @@ def train_one(name: str, genotype, config: TrainConfig, out: Path) -> None:
 
 
 def evaluate_all(models: dict, out: Path, benchmarks: list[tuple[str, str]], scale: int, device: str) -> list[dict]:
-    lpips_metric, reason = LpipsMetric.create()
-    if lpips_metric is None:
-        log.warning("LPIPS: n/a (%s)", reason)
-    else:
-        lpips_metric.to(device)
+    scorers = create_scorers(settings=MetricSettings(device=device))
     sets = {name: load_dataset(path, scale) for name, path in benchmarks}
-    rows = [_bicubic_row(sets, scale)]
+    rows = [_bicubic_row(sets, scale, scorers)]
     for name, genotype in models.items():
         for phase, file in MODEL_FILES.items():
             path = out / name / file
@@ -97,7 +91,7 @@ def evaluate_all(models: dict, out: Path, benchmarks: list[tuple[str, str]], sca
                 continue
             model = load_generator(path).to(device)
             scores = {
-                set_name: asdict(evaluate_pairs(model, pairs, set_name, scale, lpips_metric, device))
+                set_name: evaluate_pairs(model, pairs, set_name, scale, scorers, device).record()
                 for set_name, pairs in sets.items()
             }
             rows.append({
@@ -107,38 +101,27 @@ def evaluate_all(models: dict, out: Path, benchmarks: list[tuple[str, str]], sca
     return rows
 
 
-def _bicubic_row(sets: dict, scale: int) -> dict:
-    scores = {}
-    for set_name, pairs in sets.items():
-        scored = [p for p in pairs if p.hr is not None]
-        ups = [bicubic_upscale(p.lr, scale) for p in scored]
-        scores[set_name] = {
-            "dataset": set_name, "images": len(pairs),
-            "psnr_y": float(np.mean([psnr_y(u, p.hr, scale) for u, p in zip(ups, scored)])) if scored else None,
-            "ssim_y": float(np.mean([ssim_y(u, p.hr, scale) for u, p in zip(ups, scored)])) if scored else None,
-            "lpips": None,
-        }  # fmt: skip
+def _bicubic_row(sets: dict, scale: int, scorers: dict) -> dict:
+    scores = {
+        set_name: score_images(((bicubic_upscale(p.lq, scale), p) for p in pairs), set_name, scale, scorers).record()
+        for set_name, pairs in sets.items()
+    }
     return {"model": "bicubic", "phase": "-", "genotype": None, "params": 0, "macs_720p": 0, "scores": scores}
 
 
 def markdown_table(rows: list[dict], set_names: list[str]) -> str:
-    head = (
-        "| model | phase | params | GMACs@720p | "
-        + " | ".join(f"{s} PSNR-Y | {s} SSIM-Y | {s} LPIPS" for s in set_names)
-        + " |"
+    """One row per model and phase; per benchmark, one column per metric the rows carry (``METRICS`` order)."""
+    metrics = [m for m in METRICS if any(m in r["scores"][s] for r in rows for s in set_names)]
+    head = "| model | phase | params | GMACs@720p | " + " | ".join(
+        f"{s} {METRICS[m].label}" for s in set_names for m in metrics
     )
-    lines = [head, "|" + "---|" * (4 + 3 * len(set_names))]
+    lines = [head + " |", "|" + "---|" * (4 + len(metrics) * len(set_names))]
     for r in rows:
         cells = [r["model"], r["phase"], f"{r['params']:,}", f"{r['macs_720p'] / 1e9:.3f}"]
         for s in set_names:
-            sc = r["scores"][s]
-            cells += [_num(sc["psnr_y"], 2), _num(sc["ssim_y"], 4), _num(sc["lpips"], 4)]
+            cells += [format_value(r["scores"][s].get(m), METRICS[m].digits) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _num(value, digits):
-    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def plot(rows: list[dict], set_name: str, path: Path) -> None:
@@ -183,7 +166,7 @@ def compare(args: argparse.Namespace, out: Path) -> None:
     benchmarks = [parse_data_spec(b) for b in args.benchmark or ["builtin=builtin"]]
     models = candidates(args.searched, args.random, args.tolerance, config.run.seed)
     out.mkdir(parents=True, exist_ok=True)
-    engine.save_config(out, to_dict(config))
+    save_config(out, to_dict(config))
     for name, genotype in models.items():
         save_genotype(genotype, out / "genotypes" / f"{name}.json")
     for name, genotype in models.items():

@@ -16,6 +16,10 @@ from typing import Any, TypeVar
 
 import yaml
 
+from darts_sr.losses import LOSSES, LossTerm
+from operations import GENERATOR_SEARCH_SPACE
+from operations.discriminator import D_SEARCH_SPACE
+
 T = TypeVar("T")
 
 
@@ -146,14 +150,6 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = value
 
 
-def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; ``update`` wins."""
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load_config(cls: type[T], path: str | os.PathLike | None, overrides: list[str] = ()) -> T:
     """Defaults of ``cls``, then the YAML file, then ``key=value`` overrides; validated."""
     data = read_yaml(path) if path else {}
@@ -181,7 +177,7 @@ class DataConfig:
 class SupernetConfig:
     nodes: int = 10
     channels: int = 16
-    ops: tuple[str, ...] = ("conv_3x3", "conv_5x5", "conv_7x7", "sep_3x3", "sep_5x5", "sep_7x7", "dil_3x3", "skip")
+    ops: tuple[str, ...] = GENERATOR_SEARCH_SPACE
     input_window: int | None = None  # a node reads the stem or one of the last k nodes; None = any earlier node
     max_skip_nodes: int | None = 2  # collapse guard at derivation (P-DARTS); None = no cap
     # NHWC tensors for the supernet and the discriminator during the search: the same arithmetic, and on CPU the
@@ -197,14 +193,23 @@ class CostConfig:
     tolerance: float = 0.05  # derived generator must fit budget * (1 + tolerance) when the penalty is on
 
 
-@dataclasses.dataclass
-class LossConfig:
-    pixel: float = 1e-2  # ESRGAN fine-tuning weights
-    perceptual: float = 1.0
-    adversarial: float = 5e-3
-    perceptual_layer: str = "conv5_4"
-    allow_random_backbone: bool = False  # only for runs without ImageNet VGG19; logged loudly
-    pretrained_dir: str | None = None  # where the VGG19 weights lie; None = torch hub cache
+def make_loss_config(table: dict[str, LossTerm]) -> type:
+    """The loss section of a config: one weight per term of ``table`` (default: its ESRGAN weight), then the
+    perceptual term's settings. Built from the table, so a new loss is a config key without touching this file."""
+    weights = [(name, float, dataclasses.field(default=term.default_weight)) for name, term in table.items()]
+    settings = [
+        ("perceptual_layer", str, dataclasses.field(default="conv5_4")),
+        # only for runs without ImageNet VGG19; logged loudly
+        ("allow_random_backbone", bool, dataclasses.field(default=False)),
+        # where the VGG19 weights lie; None = torch hub cache
+        ("pretrained_dir", str | None, dataclasses.field(default=None)),
+    ]
+    config_class = dataclasses.make_dataclass("LossConfig", weights + settings)
+    config_class.__module__ = __name__
+    return config_class
+
+
+LossConfig = make_loss_config(LOSSES)
 
 
 @dataclasses.dataclass
@@ -246,7 +251,7 @@ class DiscriminatorSearchConfig:
     pretrain_steps: int = 2000  # L1 pretraining of the generator before the search (skipped with weights)
     pretrain_lr: float = 2e-4
     blocks: int = 8  # SRGAN layout: stride 2 on every second block, widths x2 per pair
-    ops: tuple[str, ...] = ("conv_3x3", "conv_5x5", "sep_3x3", "sep_5x5", "dil_3x3")
+    ops: tuple[str, ...] = D_SEARCH_SPACE
     base_widths: tuple[int, ...] = (64,)  # one value: configured; several: searched (channel masking)
     norms: tuple[str, ...] = ("batch",)  # of none/batch/spectral; one: configured; several: searched
     # generator: alpha_D follows the generator's val loss (pixel + perceptual weights of `loss`, no adversarial
@@ -287,7 +292,7 @@ class SearchConfig:
 
 
 def _pixel_loss() -> LossConfig:
-    return LossConfig(pixel=1.0, perceptual=0.0, adversarial=0.0)
+    return LossConfig(**{name: 0.0 for name in LOSSES} | {"pixel": 1.0})
 
 
 @dataclasses.dataclass

@@ -33,11 +33,14 @@ __all__ = [
     "PatchSampler",
     "bicubic_downscale",
     "bicubic_upscale",
+    "centre_crop",
     "crop_to_multiple",
     "list_images",
     "load_dataset",
     "load_image",
+    "load_training_pairs",
     "parse_data_spec",
+    "split_halves",
     "to_tensor",
     "to_uint8",
 ]
@@ -149,11 +152,11 @@ def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
     return _resize_uint8(hr, 1.0 / scale, (h // scale, w // scale))
 
 
-def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+def bicubic_upscale(lq: np.ndarray, scale: int) -> np.ndarray:
     """MATLAB-compatible bicubic upscaling (the bicubic baseline): uint8 ``(h, w, 3)`` -> uint8 ``(h*s, w*s, 3)``."""
-    _check_image_array(lr, "lr")
-    h, w = lr.shape[:2]
-    return _resize_uint8(lr, float(scale), (h * scale, w * scale))
+    _check_image_array(lq, "lq")
+    h, w = lq.shape[:2]
+    return _resize_uint8(lq, float(scale), (h * scale, w * scale))
 
 
 # ----------------------------------------------------------------------------------------------------------- pairs
@@ -161,16 +164,17 @@ def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)  # eq=False: field-wise == on arrays is ambiguous and arrays are unhashable
 class ImagePair:
-    """One image: ``lr`` uint8 ``(h, w, 3)``; ``hr`` uint8 ``(h*s, w*s, 3)`` or None when there is no ground truth."""
+    """One image: ``lq`` (low resolution) uint8 ``(h, w, 3)``; ``gt`` (ground truth, high resolution) uint8
+    ``(h*s, w*s, 3)`` or None when there is none. BasicSR's names, so ``lr`` only ever means a learning rate."""
 
     name: str
-    lr: np.ndarray
-    hr: np.ndarray | None
+    lq: np.ndarray
+    gt: np.ndarray | None
 
     def __post_init__(self) -> None:
-        _check_image_array(self.lr, f"{self.name}: lr")
-        if self.hr is not None:
-            _check_image_array(self.hr, f"{self.name}: hr")
+        _check_image_array(self.lq, f"{self.name}: LR image")
+        if self.gt is not None:
+            _check_image_array(self.gt, f"{self.name}: HR image")
 
 
 def parse_data_spec(spec: str) -> tuple[str, str]:
@@ -237,7 +241,7 @@ def _unique_stems(files: list[Path], folder: Path, scale: int | None = None) -> 
 
 
 def _crop_all(named_hr: list[tuple[str, np.ndarray]], scale: int, where: str) -> list[tuple[str, np.ndarray]]:
-    cropped = [(name, crop_to_multiple(hr, scale)) for name, hr in named_hr]
+    cropped = [(name, crop_to_multiple(gt, scale)) for name, gt in named_hr]
     n = sum(a.shape != b.shape for (_, a), (_, b) in zip(named_hr, cropped))
     if n:
         # Once per folder: a per-image line would drown the log for DIV2K-sized sets.
@@ -249,10 +253,10 @@ def _load_hr_only(folder: Path, scale: int) -> list[ImagePair]:
     files = _unique_stems(list_images(folder), folder)
     named = _crop_all([(p.stem, load_image(p)) for p in files], scale, str(folder))
     pairs = []
-    for (name, hr), path in zip(named, files):
-        if hr.shape[0] == 0 or hr.shape[1] == 0:
+    for (name, gt), path in zip(named, files):
+        if gt.shape[0] == 0 or gt.shape[1] == 0:
             raise DataError(f"{path}: image smaller than the scale factor {scale}")
-        pairs.append(ImagePair(name, bicubic_downscale(hr, scale), hr))
+        pairs.append(ImagePair(name, bicubic_downscale(gt, scale), gt))
     return pairs
 
 
@@ -265,18 +269,18 @@ def _load_benchmark(hr_dir: Path, lr_dir: Path, scale: int) -> list[ImagePair]:
 
     named = _crop_all([(p.stem, load_image(p)) for p in hr_files], scale, str(hr_dir))
     pairs, used = [], set()
-    for (name, hr), hr_path in zip(named, hr_files):
+    for (name, gt), hr_path in zip(named, hr_files):
         lr_path = lr_by_stem.get(name)
         if lr_path is None:
             raise DataError(f"{hr_path}: no LR image in {lr_dir} (looked for {name}.* and {name}x{scale}.*)")
         used.add(lr_path)
-        lr = load_image(lr_path)
-        if lr.shape[0] * scale != hr.shape[0] or lr.shape[1] * scale != hr.shape[1]:
+        lq = load_image(lr_path)
+        if lq.shape[0] * scale != gt.shape[0] or lq.shape[1] * scale != gt.shape[1]:
             raise DataError(
-                f"{lr_path} is {lr.shape[1]}x{lr.shape[0]} but {hr_path} is {hr.shape[1]}x{hr.shape[0]} "
+                f"{lr_path} is {lq.shape[1]}x{lq.shape[0]} but {hr_path} is {gt.shape[1]}x{gt.shape[0]} "
                 f"after cropping to a multiple of {scale}; expected LR x{scale} = HR (sizes are WxH)"
             )
-        pairs.append(ImagePair(name, lr, hr))
+        pairs.append(ImagePair(name, lq, gt))
     if len(used) < len(lr_files):
         logger.warning("%s: %d LR images have no HR counterpart and are ignored", lr_dir, len(lr_files) - len(used))
     return pairs
@@ -299,11 +303,11 @@ def _builtin_pair(name: str, scale: int) -> ImagePair:
     matches = sorted(p for p in data_dir.glob(f"{name}.*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not matches:
         raise DataError(f"{data_dir}: built-in image {name!r} not found (is scikit-image installed completely?)")
-    ((_, hr),) = _crop_all([(name, load_image(matches[0]))], scale, str(matches[0]))
-    lr = bicubic_downscale(hr, scale)
-    hr.flags.writeable = False
-    lr.flags.writeable = False
-    return ImagePair(name, lr, hr)
+    ((_, gt),) = _crop_all([(name, load_image(matches[0]))], scale, str(matches[0]))
+    lq = bicubic_downscale(gt, scale)
+    gt.flags.writeable = False
+    lq.flags.writeable = False
+    return ImagePair(name, lq, gt)
 
 
 def _load_builtin(split: str, scale: int) -> list[ImagePair]:
@@ -351,15 +355,15 @@ class PatchSampler:
         if patch_size < 1 or scale < 1:
             raise ValueError(f"patch_size and scale must be >= 1, got {patch_size} and {scale}")
         for pair in pairs:
-            if pair.hr is None:
+            if pair.gt is None:
                 raise DataError(f"{pair.name}: no HR image; training patches need ground truth")
-            h, w = pair.lr.shape[:2]
-            if pair.hr.shape[:2] != (h * scale, w * scale):
-                raise DataError(f"{pair.name}: HR {pair.hr.shape[:2]} is not LR {(h, w)} x{scale}")
+            h, w = pair.lq.shape[:2]
+            if pair.gt.shape[:2] != (h * scale, w * scale):
+                raise DataError(f"{pair.name}: HR {pair.gt.shape[:2]} is not LR {(h, w)} x{scale}")
             if h < patch_size or w < patch_size:
                 raise DataError(f"{pair.name}: LR {w}x{h} is smaller than the {patch_size}x{patch_size} patch")
         self.pairs = list(pairs)
-        self._images: list[tuple[np.ndarray, np.ndarray]] = [(q.lr, q.hr) for q in pairs if q.hr is not None]
+        self._images: list[tuple[np.ndarray, np.ndarray]] = [(q.lq, q.gt) for q in pairs if q.gt is not None]
         self.patch_size = patch_size
         self.scale = scale
         self.augment = augment
@@ -367,7 +371,7 @@ class PatchSampler:
     def sample(
         self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(lr, hr)``: float32 CPU tensors ``(B, 3, p, p)`` and ``(B, 3, p*s, p*s)`` in [0, 1].
+        """Return ``(lq, gt)``: float32 CPU tensors ``(B, 3, p, p)`` and ``(B, 3, p*s, p*s)`` in [0, 1].
 
         With ``world_size`` > 1, ``world_size * batch_size`` crops are drawn and this rank's ``batch_size`` are
         made: every rank advances ``generator`` identically and the ranks' crops are disjoint draws.
@@ -379,26 +383,59 @@ class PatchSampler:
         idx = torch.randint(len(self.pairs), (total,), generator=generator, device=dev).tolist()
         u = torch.rand(total, 5, generator=generator, device=dev, dtype=torch.float64).tolist()
         mine = slice(rank * batch_size, (rank + 1) * batch_size)
-        lrs, hrs = [], []
+        lqs, gts = [], []
         for i, (uy, ux, uh, uv, ut) in zip(idx[mine], u[mine]):
-            lr_img, hr_img = self._images[i]
-            h, w = lr_img.shape[:2]
+            lq_img, gt_img = self._images[i]
+            h, w = lq_img.shape[:2]
             # min() guards the float edge case u * n == n; crops are aligned so LR pixel (y, x) covers HR s*(y, x).
             y, x = min(int(uy * (h - p + 1)), h - p), min(int(ux * (w - p + 1)), w - p)
-            lr = lr_img[y : y + p, x : x + p]
-            hr = hr_img[y * s : (y + p) * s, x * s : (x + p) * s]
+            lq = lq_img[y : y + p, x : x + p]
+            gt = gt_img[y * s : (y + p) * s, x * s : (x + p) * s]
             if self.augment:
                 if uh < 0.5:
-                    lr, hr = lr[:, ::-1], hr[:, ::-1]
+                    lq, gt = lq[:, ::-1], gt[:, ::-1]
                 if uv < 0.5:
-                    lr, hr = lr[::-1], hr[::-1]
+                    lq, gt = lq[::-1], gt[::-1]
                 if ut < 0.5:
-                    lr, hr = lr.transpose(1, 0, 2), hr.transpose(1, 0, 2)
-            lrs.append(lr)
-            hrs.append(hr)
-        return _batch_to_tensor(lrs), _batch_to_tensor(hrs)
+                    lq, gt = lq.transpose(1, 0, 2), gt.transpose(1, 0, 2)
+            lqs.append(lq)
+            gts.append(gt)
+        return _batch_to_tensor(lqs), _batch_to_tensor(gts)
 
 
 def _batch_to_tensor(patches: list[np.ndarray]) -> torch.Tensor:
     batch = np.stack(patches).astype(np.float32) / 255.0  # (B, H, W, 3); stack copies the flipped views
     return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
+
+
+# ------------------------------------------------------------------------------------------------------- training sets
+
+
+def load_training_pairs(specs: tuple[str, ...], scale: int) -> list[ImagePair]:
+    """Every image of the training specs (``PATH``, ``NAME=PATH`` or ``builtin``), in order."""
+    pairs = []
+    for spec in specs:
+        path = spec.split("=", 1)[1] if "=" in spec else spec
+        pairs += load_dataset(path, scale, split="train")
+    return pairs
+
+
+def split_halves(pairs: list[ImagePair]) -> tuple[list[ImagePair], list[ImagePair]]:
+    """Alternate images into the weight (train) half and the architecture (val) half of a search."""
+    if len(pairs) < 2:
+        raise DataError(f"the search needs at least 2 training images to split into halves, got {len(pairs)}")
+    return pairs[0::2], pairs[1::2]
+
+
+def centre_crop(pairs: list[ImagePair], lq_size: int, scale: int) -> list[ImagePair]:
+    """Each pair cut to its central ``lq_size`` LR square (and the HR it covers); ``lq_size <= 0`` keeps them whole."""
+    if lq_size <= 0:
+        return pairs
+    out = []
+    for p in pairs:
+        h, w = p.lq.shape[:2]
+        top, left = max(0, (h - lq_size) // 2), max(0, (w - lq_size) // 2)
+        lq = p.lq[top : top + lq_size, left : left + lq_size]
+        gt = p.gt[top * scale : (top + lq_size) * scale, left * scale : (left + lq_size) * scale]
+        out.append(ImagePair(p.name, np.ascontiguousarray(lq), np.ascontiguousarray(gt)))
+    return out

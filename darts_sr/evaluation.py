@@ -2,12 +2,14 @@
 
 SR outputs are clamped to [0, 255] and rounded before scoring, Y-PSNR/SSIM crop ``scale``
 border pixels, and LPIPS is reported only with real ImageNet AlexNet weights (else None).
+The metrics are those of ``darts_sr.metrics.METRICS``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,26 +19,55 @@ from torch import nn
 
 from darts_sr.data import ImagePair, to_tensor, to_uint8
 from darts_sr.io import atomic_save_png
-from darts_sr.metrics import psnr_y, ssim_y
+from darts_sr.metrics import DISTORTION_METRICS, METRICS, Scorer, create_scorers
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class DatasetScore:
-    """Mean scores over the images of one dataset that have ground truth."""
+    """Mean scores over the images of one dataset (metrics needing ground truth: over the images that have it);
+    ``values[name]`` is None for a metric that could not run or had no image to score."""
 
     dataset: str
     images: int
-    psnr_y: float | None
-    ssim_y: float | None
-    lpips: float | None
+    values: dict[str, float | None]
+
+    def __getitem__(self, name: str) -> float | None:
+        return self.values[name]
+
+    def record(self) -> dict:
+        """Flat, as ``evaluate.py --json`` writes it: ``dataset``, ``images`` and one key per metric."""
+        return {"dataset": self.dataset, "images": self.images, **self.values}
 
 
 @torch.no_grad()
-def super_resolve(model: nn.Module, lr: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
+def super_resolve(model: nn.Module, lq: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
     """uint8 (h, w, 3) -> quantised uint8 (sh, sw, 3)."""
-    return to_uint8(model(to_tensor(lr).to(device)).cpu())
+    return to_uint8(model(to_tensor(lq).to(device)).cpu())
+
+
+def score_images(
+    results: Iterable[tuple[np.ndarray, ImagePair]], dataset: str, scale: int, scorers: dict[str, Scorer | None]
+) -> DatasetScore:
+    """Scores (SR or any upscaled image, its pair) one at a time with every scorer; ``scale`` border pixels
+    cropped. Metrics that need ground truth skip pairs without it."""
+    values: dict[str, list[float]] = {name: [] for name in scorers}
+    images, unscored = 0, dict.fromkeys(scorers, 0)
+    for sr, pair in results:
+        images += 1
+        for name, scorer in scorers.items():
+            if scorer is not None and (pair.gt is not None or not METRICS[name].needs_reference):
+                value = scorer(sr, pair.gt, scale)
+                if math.isnan(value):
+                    unscored[name] += 1  # e.g. NIQE of an image under two 96x96 blocks
+                else:
+                    values[name].append(value)
+    for name, count in unscored.items():
+        if count:
+            label = METRICS[name].label
+            log.warning("%s: %s left out for %d of %d images (too small or flat)", dataset, label, count, images)
+    return DatasetScore(dataset, images, {name: _mean(v) for name, v in values.items()})
 
 
 def evaluate_pairs(
@@ -44,51 +75,49 @@ def evaluate_pairs(
     pairs: list[ImagePair],
     dataset: str,
     scale: int,
-    lpips_metric=None,
+    scorers: dict[str, Scorer | None] | None = None,
     device: torch.device | str = "cpu",
     save_dir: Path | None = None,
 ) -> DatasetScore:
-    """Super-resolves every pair; scores those with HR. ``save_dir`` receives ``<name>.png`` per image."""
+    """Super-resolves every pair and scores it (default scorers: Y-PSNR and Y-SSIM). ``save_dir`` receives
+    ``<name>.png`` per image."""
+    scorers = create_scorers(DISTORTION_METRICS) if scorers is None else scorers
     was_training = model.training
     model.eval()
-    psnrs, ssims, lpipses = [], [], []
-    for pair in pairs:
-        sr = super_resolve(model, pair.lr, device)
-        if save_dir is not None:
-            atomic_save_png(save_dir / f"{pair.name}.png", sr)
-        if pair.hr is None:
-            continue
-        psnrs.append(psnr_y(sr, pair.hr, border=scale))
-        ssims.append(ssim_y(sr, pair.hr, border=scale))
-        if lpips_metric is not None:
-            lpipses.append(lpips_metric(sr, pair.hr))
-    model.train(was_training)
-    return DatasetScore(
-        dataset=dataset,
-        images=len(pairs),
-        psnr_y=_mean(psnrs),
-        ssim_y=_mean(ssims),
-        lpips=_mean(lpipses),
-    )
+
+    def results() -> Iterator[tuple[np.ndarray, ImagePair]]:
+        for pair in pairs:
+            sr = super_resolve(model, pair.lq, device)
+            if save_dir is not None:
+                atomic_save_png(save_dir / f"{pair.name}.png", sr)
+            yield sr, pair
+
+    try:
+        return score_images(results(), dataset, scale, scorers)
+    finally:
+        model.train(was_training)
 
 
 def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def format_table(rows: list[dict]) -> str:
-    """A fixed-width text table of evaluation records."""
-    header = f"{'dataset':<16}{'images':>7}{'Y-PSNR':>9}{'Y-SSIM':>9}{'LPIPS':>8}{'params':>10}{'GMACs@720p':>12}"
+def format_table(records: list[dict]) -> str:
+    """A fixed-width text table of evaluation records (the metrics each record carries, in table order)."""
+    names = [n for n in METRICS if any(n in r for r in records)]
+    header = f"{'model':<18}{'dataset':<12}{'images':>7}" + "".join(f"{METRICS[n].label:>9}" for n in names)
+    header += f"{'params':>10}{'GMACs@720p':>12}"
     lines = [header, "-" * len(header)]
-    for r in rows:
+    for r in records:
+        cells = "".join(f"{format_value(r.get(n), METRICS[n].digits):>9}" for n in names)
         lines.append(
-            f"{r['dataset']:<16}{r['images']:>7}{_fmt(r['psnr_y'], 2):>9}{_fmt(r['ssim_y'], 4):>9}"
-            f"{_fmt(r['lpips'], 4):>8}{r['params']:>10,}{r['macs_720p'] / 1e9:>12.3f}"
+            f"{r.get('model', '-'):<18}{r['dataset']:<12}{r['images']:>7}{cells}"
+            f"{r['params']:>10,}{r['macs_720p'] / 1e9:>12.3f}"
         )
     return "\n".join(lines)
 
 
-def _fmt(value: float | None, digits: int) -> str:
+def format_value(value: float | None, digits: int) -> str:
     if value is None:
         return "n/a"
     if math.isinf(value):

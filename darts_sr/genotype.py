@@ -160,7 +160,7 @@ def _typed(value: Any, kind: type, what: str) -> Any:
     return value
 
 
-# TPSR (ECCV 2020), x4. Node k here is TPSR's node k-1; see DESIGN.md for the published wiring.
+# TPSR (ECCV 2020), x4. Node k here is TPSR's node k-1 (its published wiring: n0 <- stem: sep5, n1 <- n0: conv7, ...).
 TPSR = GeneratorGenotype(
     nodes=(
         Node("sep_5x5", 0),  # n0 <- stem

@@ -26,7 +26,7 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read safely; the message names the file."""
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     if not distributed.is_main():
         return
     path = Path(path)
@@ -45,12 +45,8 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic_write_bytes(path, data)
-
-
 def atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(path, text.encode())
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -58,7 +54,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         return
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    _atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
@@ -84,4 +80,4 @@ def atomic_save_png(path: Path, image) -> None:
 
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
-    _atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())

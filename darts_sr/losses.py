@@ -1,8 +1,12 @@
 """Objectives of the generator and discriminator: pixel, perceptual (VGG19) and relativistic adversarial.
 
-Images are float tensors in [0, 1], (B, 3, H, W) RGB. Discriminator outputs are raw logits, (B, 1). Every loss term
-has a named weight (``LossWeights``) and a BasicSR name in the loss dict: ``l_g_pix``, ``l_g_percep``, ``l_g_gan``
-for the generator, ``l_d_real``, ``l_d_fake`` for the discriminator.
+Images are float tensors in [0, 1], (B, 3, H, W) RGB. Discriminator outputs are raw logits, (B, 1).
+
+The generator's loss terms are declared once, in ``LOSSES`` (as ``operations.OPS`` declares ops): config name ->
+BasicSR log name (``l_g_pix``, ``l_g_percep``, ``l_g_gan``), default weight (ESRGAN's fine-tuning recipe), the
+function, and a builder for a term that needs a network (VGG19). ``LossConfig`` gets one weight per entry, and
+``GeneratorLoss`` sums the weighted terms in table order: adding a loss is one entry plus its function. The
+discriminator's terms are ``l_d_real`` and ``l_d_fake``.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -19,29 +25,6 @@ from torch import Tensor, nn
 from darts_sr.pretrained import load_backbone
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Weight of each generator loss term; a term with weight 0 is not computed at all."""
-
-    pixel: float
-    perceptual: float
-    adversarial: float
-
-    def __post_init__(self):
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"loss weight {f.name!r} must be a finite number >= 0, got {value!r}")
-        if self.pixel == self.perceptual == self.adversarial == 0:
-            raise ValueError("all loss weights are 0: nothing to optimise")
-
-
-# ESRGAN's perceptual-adversarial fine-tuning recipe (L1 pixel 1e-2, VGG19 conv5_4 1.0, RaGAN 5e-3).
-ESRGAN_WEIGHTS = LossWeights(pixel=1e-2, perceptual=1.0, adversarial=5e-3)
-# PSNR-oriented pretraining: L1 only.
-PIXEL_ONLY = LossWeights(pixel=1.0, perceptual=0.0, adversarial=0.0)
 
 
 def _vgg19_conv_indices() -> dict[str, int]:
@@ -124,10 +107,10 @@ def relativistic_discriminator_terms(real_logits: Tensor, fake_logits: Tensor) -
     }
 
 
-def relativistic_discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    """(BCE(real - mean(fake), 1) + BCE(fake - mean(real), 0)) / 2; logits (B, 1) -> scalar."""
+def relativistic_discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """The discriminator's loss (the mean of the two RaGAN terms) and the terms by name; logits (B, 1)."""
     terms = relativistic_discriminator_terms(real_logits, fake_logits)
-    return (terms["l_d_real"] + terms["l_d_fake"]) / 2
+    return (terms["l_d_real"] + terms["l_d_fake"]) / 2, terms
 
 
 def relativistic_generator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
@@ -139,38 +122,147 @@ def relativistic_generator_loss(real_logits: Tensor, fake_logits: Tensor) -> Ten
     return (_bce(real_logits - fake_logits.mean(), 0.0) + _bce(fake_logits - real_logits.mean(), 1.0)) / 2
 
 
-class GeneratorLoss(nn.Module):
-    """Weighted sum of L1 pixel, perceptual and RaGAN terms; returns the total and the weighted terms by name."""
+# --- the generator's loss terms, declared once ---------------------------------------------------------------------
 
-    def __init__(self, weights: LossWeights, perceptual: PerceptualLoss | None):
+
+class LossInputs(NamedTuple):
+    """What a loss term may look at: SR and ground truth (B, 3, H, W) in [0, 1], and D's logits (B, 1) of both."""
+
+    sr: Tensor
+    gt: Tensor
+    real_logits: Tensor | None
+    fake_logits: Tensor | None
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """One generator loss term. ``fn(inputs, module)`` returns the unweighted scalar; ``module`` is what ``build``
+    made from the loss settings (a ``LossConfig``), or None for a term without one."""
+
+    log_name: str
+    default_weight: float
+    fn: Callable[[LossInputs, nn.Module | None], Tensor]
+    build: Callable[[Any], nn.Module] | None = None
+    needs_discriminator: bool = False
+
+
+def _pixel(x: LossInputs, _: None) -> Tensor:
+    return F.l1_loss(x.sr, x.gt)
+
+
+def _perceptual(x: LossInputs, vgg: PerceptualLoss) -> Tensor:
+    return vgg(x.sr, x.gt)
+
+
+def _adversarial(x: LossInputs, _: None) -> Tensor:
+    return relativistic_generator_loss(x.real_logits, x.fake_logits)
+
+
+def _build_perceptual(settings: Any) -> PerceptualLoss:
+    loss = PerceptualLoss(settings.perceptual_layer, settings.pretrained_dir, settings.allow_random_backbone)
+    if not loss.pretrained:
+        logger.warning("the perceptual loss uses a RANDOMLY INITIALISED VGG19 (loss.allow_random_backbone=true)")
+    return loss
+
+
+# Default weights: ESRGAN's perceptual-adversarial fine-tuning (L1 pixel 1e-2, VGG19 conv5_4 1.0, RaGAN 5e-3).
+LOSSES: dict[str, LossTerm] = {
+    "pixel": LossTerm("l_g_pix", 1e-2, _pixel),
+    "perceptual": LossTerm("l_g_percep", 1.0, _perceptual, build=_build_perceptual),
+    "adversarial": LossTerm("l_g_gan", 5e-3, _adversarial, needs_discriminator=True),
+}
+
+
+class LossWeights(Mapping[str, float]):
+    """The weight of each term of a loss table (missing names weigh 0); a term with weight 0 is not computed."""
+
+    def __init__(self, weights: Mapping[str, float] | None = None, table: Mapping[str, LossTerm] = LOSSES, **kw):
+        given = {**(weights or {}), **kw}
+        unknown = sorted(set(given) - set(table))
+        if unknown:
+            raise ValueError(f"unknown loss term(s) {unknown}; known: {sorted(table)}")
+        for name, value in given.items():
+            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"loss weight {name!r} must be a finite number >= 0, got {value!r}")
+        self._weights = {name: float(given.get(name, 0.0)) for name in table}
+        if not any(self._weights.values()):
+            raise ValueError("all loss weights are 0: nothing to optimise")
+
+    @classmethod
+    def from_config(cls, config: Any, table: Mapping[str, LossTerm] = LOSSES) -> LossWeights:
+        return cls({name: getattr(config, name) for name in table}, table)
+
+    def __getitem__(self, name: str) -> float:
+        return self._weights[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._weights)
+
+    def __len__(self) -> int:
+        return len(self._weights)
+
+    def __repr__(self) -> str:
+        return "LossWeights(" + ", ".join(f"{k}={v:g}" for k, v in self._weights.items()) + ")"
+
+
+ESRGAN_WEIGHTS = LossWeights({name: term.default_weight for name, term in LOSSES.items()})
+
+
+class GeneratorLoss(nn.Module):
+    """Weighted sum of a loss table's terms; returns the total and the weighted terms by their log names."""
+
+    def __init__(
+        self,
+        weights: LossWeights,
+        modules: Mapping[str, nn.Module] | None = None,
+        table: Mapping[str, LossTerm] = LOSSES,
+    ):
         super().__init__()
-        if weights.perceptual > 0 and perceptual is None:
-            raise ValueError(f"perceptual weight is {weights.perceptual} but no PerceptualLoss was given")
-        self.weights = weights
-        self.perceptual = perceptual
+        modules = dict(modules or {})
+        for name, term in table.items():
+            if weights[name] > 0 and term.build is not None and name not in modules:
+                raise ValueError(f"loss term {name!r} has weight {weights[name]} but no module was given")
+        self.weights, self.table = weights, dict(table)
+        self.terms = nn.ModuleDict(modules)
+
+    @classmethod
+    def from_config(cls, config: Any, table: Mapping[str, LossTerm] = LOSSES) -> GeneratorLoss:
+        """The loss a ``LossConfig`` describes, building the networks of the terms it weighs."""
+        weights = LossWeights.from_config(config, table)
+        modules = {n: t.build(config) for n, t in table.items() if weights[n] > 0 and t.build is not None}
+        return cls(weights, modules, table)
+
+    def without(self, *names: str) -> GeneratorLoss:
+        """The same loss with ``names`` weighted 0, sharing this loss's networks."""
+        weights = LossWeights({k: 0.0 if k in names else v for k, v in self.weights.items()}, self.table)
+        return GeneratorLoss(weights, dict(self.terms.items()), self.table)
 
     @property
     def needs_discriminator(self) -> bool:
-        """Whether ``forward`` needs discriminator logits (adversarial weight > 0)."""
-        return self.weights.adversarial > 0
+        """Whether ``forward`` needs discriminator logits (a weighted term reads them)."""
+        return any(self.weights[n] > 0 and t.needs_discriminator for n, t in self.table.items())
+
+    @property
+    def perceptual_pretrained(self) -> bool | None:
+        """Whether the VGG19 of the perceptual term has ImageNet weights; None when the term is off."""
+        vgg = self.terms["perceptual"] if "perceptual" in self.terms else None
+        return None if vgg is None else vgg.pretrained
 
     def forward(
-        self, sr: Tensor, hr: Tensor, real_logits: Tensor | None = None, fake_logits: Tensor | None = None
+        self, sr: Tensor, gt: Tensor, real_logits: Tensor | None = None, fake_logits: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """sr, hr: (B, 3, H, W) in [0, 1]; logits (B, 1) of D(hr) and D(sr). Returns (total, {name: weighted term}).
-
-        Only terms with weight > 0 are computed and appear in the dict.
-        """
-        w = self.weights
+        """sr, gt: (B, 3, H, W) in [0, 1]; logits (B, 1) of D(gt) and D(sr). Returns (total, {log name: weighted
+        term}). Only terms with weight > 0 are computed and appear in the dict."""
+        inputs = LossInputs(sr, gt, real_logits, fake_logits)
         terms: dict[str, Tensor] = {}
-        if w.pixel > 0:
-            terms["l_g_pix"] = w.pixel * F.l1_loss(sr, hr)
-        if w.perceptual > 0:
-            terms["l_g_percep"] = w.perceptual * self.perceptual(sr, hr)
-        if w.adversarial > 0:
-            if real_logits is None or fake_logits is None:
-                raise ValueError("adversarial weight > 0: forward needs real_logits and fake_logits")
-            terms["l_g_gan"] = w.adversarial * relativistic_generator_loss(real_logits, fake_logits)
+        for name, term in self.table.items():
+            weight = self.weights[name]
+            if weight <= 0:
+                continue
+            if term.needs_discriminator and (real_logits is None or fake_logits is None):
+                raise ValueError(f"loss term {name!r} needs real_logits and fake_logits")
+            module = self.terms[name] if name in self.terms else None
+            terms[term.log_name] = weight * term.fn(inputs, module)
         return sum(terms.values()), terms
 
 

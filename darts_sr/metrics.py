@@ -1,11 +1,16 @@
-"""Evaluation metrics: PSNR / SSIM on Y (TPSR/EDSR protocol), LPIPS, parameter counts.
+"""Evaluation metrics: PSNR / SSIM on Y (TPSR/EDSR protocol), LPIPS and NIQE, declared once in ``METRICS``.
 
 Inputs are uint8 numpy images (H, W, 3) RGB, i.e. network outputs already clamped to [0, 1], scaled to
 0-255 and rounded, as the TPSR/EDSR evaluation does before measuring. PSNR and SSIM are computed on the
 ITU-R BT.601 luma Y (16-235) after cropping ``border`` pixels on every side (the scale factor, usually).
 
-LPIPS needs AlexNet's ImageNet weights; they are only used when cached (see :mod:`darts_sr.pretrained`).
-:meth:`LpipsMetric.create` never falls back to a random backbone: it returns ``(None, reason)`` instead.
+LPIPS needs AlexNet's ImageNet weights, fetched as torchvision does unless offline (see :mod:`darts_sr.pretrained`).
+:meth:`LpipsMetric.create` never falls back to a random backbone: it returns ``(None, reason)`` instead. NIQE
+(:mod:`darts_sr.niqe`) needs no reference and no download; lower is more natural, and it is blind to fidelity.
+
+``METRICS`` maps a record key to its column label, digits, direction, whether it needs ground truth, and how to
+create its scorer ``(sr, gt, border) -> float`` (None when it cannot run here, e.g. LPIPS without weights). The
+evaluation, the tables and the validation logs read the table: adding a metric is one entry plus its function.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import lpips
@@ -21,6 +28,8 @@ import torch
 from skimage.metrics import structural_similarity
 from torch import nn
 
+from darts_sr.niqe import BLOCK_SIZE as NIQE_BLOCK
+from darts_sr.niqe import niqe
 from darts_sr.pretrained import PretrainedWeightsMissing, find_weights, load_backbone
 
 logger = logging.getLogger(__name__)
@@ -89,11 +98,6 @@ def ssim_y(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
     )
 
 
-def count_params(model: nn.Module) -> int:
-    """Number of trainable parameters (``requires_grad``) of ``model``."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def _bare_lpips() -> lpips.LPIPS:
     """lpips v0.1 AlexNet model with its shipped linear layers and an untrained backbone.
 
@@ -146,12 +150,13 @@ class LpipsMetric:
 
     @classmethod
     def create(cls, directory: str | Path | None = None) -> tuple[LpipsMetric | None, str | None]:
-        """``(metric, None)`` if AlexNet's ImageNet weights are cached in ``directory`` (default: torch hub
-        checkpoints), else ``(None, reason)`` with a one-line reason. Never uses a random backbone."""
+        """``(metric, None)`` if AlexNet's ImageNet weights are in ``directory`` (default: torch hub
+        checkpoints) or can be downloaded there, else ``(None, reason)`` with a one-line reason. Never uses a
+        random backbone."""
         try:
             alexnet, pretrained = load_backbone("alexnet", directory, allow_random=False)
         except PretrainedWeightsMissing as err:
-            reason = f"AlexNet ImageNet weights not cached ({err.filename} in {err.directory})"
+            reason = str(err)  # one line: the file, where it goes, and whether downloads are off or failed
             logger.warning("LPIPS disabled: %s", reason)
             return None, reason
         assert pretrained
@@ -191,3 +196,66 @@ class LpipsMetric:
         with torch.no_grad():
             d = self.model(self._to_tensor(sr, self.device), self._to_tensor(hr, self.device))
         return float(d.item())
+
+
+# --- the metric table -------------------------------------------------------------------------------------------
+
+Scorer = Callable[[np.ndarray, "np.ndarray | None", int], float]  # (sr, gt or None, border) -> value
+
+
+@dataclass(frozen=True)
+class MetricSettings:
+    """What creating a scorer may need."""
+
+    pretrained_dir: str | Path | None = None
+    device: str | torch.device = "cpu"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One evaluation metric: its column label, digits shown, direction, whether it needs ground truth, and
+    ``create(settings)`` returning its scorer, or None when it cannot run here (the reason is logged once)."""
+
+    label: str
+    digits: int
+    lower_is_better: bool
+    needs_reference: bool
+    create: Callable[[MetricSettings], Scorer | None]
+
+
+def _create_lpips(settings: MetricSettings) -> Scorer | None:
+    metric, _ = LpipsMetric.create(settings.pretrained_dir)
+    if metric is None:
+        return None
+    metric.to(settings.device)
+    return lambda sr, gt, border: metric(sr, gt)
+
+
+def niqe_or_nan(sr: np.ndarray, gt: np.ndarray | None, border: int) -> float:
+    """NIQE of ``sr`` (no reference); NaN for an image under two 96x96 blocks after the crop, which the
+    evaluation leaves out of the mean and counts."""
+    h, w = sr.shape[0] - 2 * border, sr.shape[1] - 2 * border
+    if (h // NIQE_BLOCK) * (w // NIQE_BLOCK) < 2:
+        return math.nan
+    return niqe(sr, border)
+
+
+METRICS: dict[str, MetricSpec] = {
+    "psnr_y": MetricSpec("Y-PSNR", 2, False, True, lambda settings: psnr_y),
+    "ssim_y": MetricSpec("Y-SSIM", 4, False, True, lambda settings: ssim_y),
+    "lpips": MetricSpec("LPIPS", 4, True, True, _create_lpips),
+    "niqe": MetricSpec("NIQE", 2, True, False, lambda settings: niqe_or_nan),
+}
+
+DISTORTION_METRICS = ("psnr_y", "ssim_y")  # cheap, need no weights: what a search validates with
+
+
+def create_scorers(
+    names: tuple[str, ...] | None = None, settings: MetricSettings = MetricSettings(), table: dict | None = None
+) -> dict[str, Scorer | None]:
+    """Scorers of ``names`` (default: every metric of the table), None for those that cannot run here."""
+    table = METRICS if table is None else table
+    unknown = sorted(set(names or ()) - set(table))
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(table)}")
+    return {name: table[name].create(settings) for name in (names or tuple(table))}

@@ -15,56 +15,43 @@ are named ``*_discriminator*`` and its TensorBoard events go to ``tb/discriminat
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
 from torch import Tensor
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
-from darts_sr import distributed, engine
-from darts_sr.config import ConfigError, SearchConfig, to_dict
+from darts_sr import distributed, run_files
+from darts_sr.config import ConfigError, SearchConfig
 from darts_sr.d_architect import cross_hypergradient
 from darts_sr.d_supernet import DiscriminatorSupernet, reference_macs
-from darts_sr.data import PatchSampler, load_dataset
-from darts_sr.discriminator import (
-    DiscriminatorGenotype,
-    block_layout,
-    block_norm,
-    discriminator_macs,
-    discriminator_params,
-)
+from darts_sr.data import PatchSampler, centre_crop, load_dataset, load_training_pairs, split_halves
+from darts_sr.discriminator import DiscriminatorGenotype, discriminator_macs, discriminator_params
 from darts_sr.evaluation import evaluate_pairs
+from darts_sr.gan import BACKBONE_LABEL, gan_step
 from darts_sr.genotype import GeneratorGenotype, load_generator_genotype
-from darts_sr.io import atomic_torch_save, atomic_write_text, load_checkpoint
-from darts_sr.losses import GeneratorLoss, LossWeights, cost_penalty, relativistic_discriminator_terms
+from darts_sr.io import atomic_write_text
+from darts_sr.losses import GeneratorLoss, cost_penalty, relativistic_discriminator_loss
 from darts_sr.networks import Generator, load_generator
-from darts_sr.plots import probability_heatmap
-from darts_sr.search import centre_crop, cosine_lr, load_training_pairs, split_halves
+from darts_sr.plots import discriminator_figure, probability_heatmap
+from darts_sr.runner import Run, RunFolderError, draw_batch
+from darts_sr.schedules import cosine
+from darts_sr.tensorboard_logs import Writer, as_markdown, log_epoch, log_samples, log_scalars
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_NAME = "checkpoints/discriminator_last.pt"
-GENOTYPE_NAME = "genotype_discriminator.json"
-SUMMARY_NAME = "summary_discriminator.json"
-TENSORBOARD_DIR = "tb/discriminator"
-STAGE1_GENOTYPE_NAME = "genotype_generator.json"
 
 
 def resolve_generator_genotype(config: SearchConfig, run_dir: Path) -> GeneratorGenotype:
     """``stage2.generator`` (a JSON file or built-in name), else the run folder's stage-1 result."""
     spec = config.stage2.generator
     if spec is None:
-        path = Path(run_dir) / STAGE1_GENOTYPE_NAME
+        path = Path(run_dir) / run_files.GENERATOR_GENOTYPE
         if not path.is_file():
             raise ConfigError(
                 "stage 2 needs a generator: pass --generator PATH.json (stage2.generator), or run --stage all so "
-                f"that stage 1 writes {STAGE1_GENOTYPE_NAME} into the run folder"
+                f"that stage 1 writes {run_files.GENERATOR_GENOTYPE} into the run folder"
             )
         spec = str(path)
     genotype = load_generator_genotype(spec)
@@ -75,11 +62,12 @@ def resolve_generator_genotype(config: SearchConfig, run_dir: Path) -> Generator
     return genotype
 
 
-class DiscriminatorSearch:
+class DiscriminatorSearch(Run):
     """The stage-2 search in a run folder; ``run()`` returns the summary."""
 
+    kind, files, label = "discriminator_search", run_files.DISCRIMINATOR_SEARCH, "search D"
+
     def __init__(self, config: SearchConfig, run_dir: Path, resume: bool = False):
-        self.cfg, self.run_dir = config, Path(run_dir)
         cfg, s = config, config.stage2
         if cfg.loss.adversarial <= 0:
             raise ConfigError(
@@ -89,8 +77,7 @@ class DiscriminatorSearch:
             raise ConfigError(
                 "stage2.d_objective 'generator' needs loss.pixel or loss.perceptual > 0 (the val objective)"
             )
-        self.device = distributed.init(cfg.run.device)
-        self.data_generator = engine.seed_everything(cfg.run.seed)
+        super().__init__(config, run_dir, cfg.run)
         self.generator_genotype = resolve_generator_genotype(cfg, self.run_dir)
         if s.generator_weights:
             self.generator = load_generator(s.generator_weights, self.generator_genotype)
@@ -113,12 +100,10 @@ class DiscriminatorSearch:
         self.arch_sampler = PatchSampler(arch_half, cfg.data.patch_size, scale)
         self.val_pairs = centre_crop(load_dataset(cfg.data.val, scale, split="val"), cfg.data.val_crop, scale)
 
-        self.criterion, self.perceptual_pretrained = engine.build_criterion(cfg.loss, self.device)
-        perceptual = self.criterion.perceptual
-        # The generator's validation objective: the same pixel and perceptual weights, no adversarial term.
-        self.val_criterion = None
-        if s.d_objective == "generator":
-            self.val_criterion = GeneratorLoss(LossWeights(cfg.loss.pixel, cfg.loss.perceptual, 0.0), perceptual)
+        self.criterion = GeneratorLoss.from_config(cfg.loss).to(self.device)
+        self.perceptual_pretrained = self.criterion.perceptual_pretrained
+        # The generator's validation objective: the same pixel and perceptual terms, no adversarial term.
+        self.val_criterion = self.criterion.without("adversarial") if s.d_objective == "generator" else None
         self.budget = s.budget_macs or float(reference_macs(self.supernet, s.macs_size))
 
         self.search_steps = s.epochs * s.steps_per_epoch
@@ -136,20 +121,14 @@ class DiscriminatorSearch:
             eps=s.arch_eps,
             weight_decay=s.arch_weight_decay,
         )
-        self.guard = engine.NonFiniteGuard(cfg.run.max_bad_steps)
-        self.step, self.history, self.wall_before, self.pretrained_psnr = 0, [], 0.0, None
+        self.pretrained_psnr = None
         if resume:
-            self._load(load_checkpoint(self.run_dir / CHECKPOINT_NAME, self.device))
-        self.stop = engine.SignalStop()
-        self.started = time.time()
+            self.resume()
 
     # --- checkpointing -----------------------------------------------------------------------
 
-    def _state(self) -> dict:
+    def stage_state(self) -> dict[str, Any]:
         return {
-            "kind": "discriminator_search",
-            "step": self.step,
-            "config": to_dict(self.cfg),
             "generator_genotype": self.generator_genotype.to_dict(),
             "generator": self.generator.state_dict(),
             "supernet": self.supernet.state_dict(),
@@ -157,36 +136,27 @@ class DiscriminatorSearch:
             "g_optimizer": self.g_optimizer.state_dict(),
             "d_optimizer": self.d_optimizer.state_dict(),
             "a_optimizer": self.a_optimizer.state_dict(),
-            "rng": engine.rng_state(self.data_generator),
-            "history": self.history,
             "pretrained_psnr": self.pretrained_psnr,
-            "wall_time": self.wall_before + time.time() - self.started,
-            "bad_steps": self.guard.consecutive,
         }
 
-    def _load(self, state: dict) -> None:
-        if state.get("kind") != "discriminator_search":
-            raise engine.RunFolderError(f"{self.run_dir}: {CHECKPOINT_NAME} is not a discriminator search")
+    def load_stage_state(self, state: dict[str, Any]) -> None:
         if state["generator_genotype"] != self.generator_genotype.to_dict():
-            raise engine.RunFolderError(f"{self.run_dir}: the checkpoint was searched against another generator")
+            raise RunFolderError(f"{self.run_dir}: the checkpoint was searched against another generator")
         self.generator.load_state_dict(state["generator"])
         self.supernet.load_state_dict(state["supernet"])
         for name in ("p_optimizer", "g_optimizer", "d_optimizer", "a_optimizer"):
             getattr(self, name).load_state_dict(state[name])
-        engine.restore_rng_state(self.data_generator, state["rng"])
-        self.step, self.history, self.pretrained_psnr = state["step"], state["history"], state["pretrained_psnr"]
-        self.wall_before, self.guard.consecutive = state["wall_time"], state["bad_steps"]
-        log.info("resumed the discriminator search in %s at step %d", self.run_dir, self.step)
+        self.pretrained_psnr = state["pretrained_psnr"]
 
-    def _checkpoint(self) -> None:
-        atomic_torch_save(self._state(), self.run_dir / CHECKPOINT_NAME)
+    def replicated_modules(self) -> list:
+        return [self.generator, self.supernet]
 
     # --- steps -------------------------------------------------------------------------------
 
-    def _pretrain_step(self, writer: SummaryWriter) -> None:
-        lr, hr = engine.draw_batch(self.weight_sampler, self.cfg.data.batch_size, self.data_generator, self.device)
+    def _pretrain_step(self, writer: Writer) -> None:
+        lq, gt = draw_batch(self.weight_sampler, self.cfg.data.batch_size, self.data_generator, self.device)
         self.p_optimizer.zero_grad(set_to_none=True)
-        loss = F.l1_loss(self.generator(lr), hr)
+        loss = F.l1_loss(self.generator(lq), gt)
         if self.guard.ok(self.step, {"pretrain_l_g_pix": loss}):
             loss.backward()
             distributed.average_gradients(self.generator.parameters())
@@ -199,18 +169,18 @@ class DiscriminatorSearch:
         if self.step == self.pretrain_steps:
             self.pretrained_psnr = self._generator_psnr()
             writer.add_scalar("val/psnr_generator", self.pretrained_psnr, self.step)
-            self._checkpoint()
+            self.checkpoint()
             log.info("generator pixel-pretrained for %d steps: val Y-PSNR %.2f dB", self.step, self.pretrained_psnr)
 
-    def _generator_loss_under_supernet(self, generator: torch.nn.Module, lr: Tensor, hr: Tensor) -> Tensor:
+    def _generator_loss_under_supernet(self, generator: torch.nn.Module, lq: Tensor, gt: Tensor) -> Tensor:
         """The generator's training loss with the supernet's current architecture; both logits keep their graph.
 
-        Unlike the G step, D(hr) is not detached: the relativistic generator loss depends on mean(D(hr)), and
+        Unlike the G step, D(gt) is not detached: the relativistic generator loss depends on mean(D(gt)), and
         that is one of the ways the architecture changes the generator's gradient. The supernet's weights are
         frozen here, so the graph reaches only its architecture parameters.
         """
-        sr = generator(lr)
-        return self.criterion(sr, hr, self.supernet(hr), self.supernet(sr))[0]
+        sr = generator(lq)
+        return self.criterion(sr, gt, self.supernet(gt), self.supernet(sr))[0]
 
     def _arch_step(self, train_batch: list[Tensor], val_batch: list[Tensor], lr_now: float) -> dict[str, float]:
         s, arch = self.cfg.stage2, self.supernet.arch_parameters()
@@ -234,11 +204,10 @@ class DiscriminatorSearch:
                     xi=s.xi or lr_now,
                 )
             else:
-                lr, hr = val_batch
+                lq, gt = val_batch
                 with torch.no_grad():
-                    sr = self.generator(lr)
-                terms = relativistic_discriminator_terms(self.supernet(hr), self.supernet(sr))
-                loss = (terms["l_d_real"] + terms["l_d_fake"]) / 2
+                    sr = self.generator(lq)
+                loss, terms = relativistic_discriminator_loss(self.supernet(gt), self.supernet(sr))
                 grads = torch.autograd.grad(loss, arch, allow_unused=True)
                 for p, g in zip(arch, grads):
                     p.grad = torch.zeros_like(p) if g is None else g
@@ -264,60 +233,42 @@ class DiscriminatorSearch:
             self.a_optimizer.step()
         return details | {"arch/l_val_total": float(loss)}
 
-    def _one_step(self, writer: SummaryWriter, bar: tqdm) -> None:
+    def one_step(self, writer: Writer) -> dict[str, Any]:
         if self.step < self.pretrain_steps:
             self._pretrain_step(writer)
-            bar.update(1)
-            return
+            return {}
         cfg, s = self.cfg, self.cfg.stage2
         bs = cfg.data.batch_size
-        weight_batch = engine.draw_batch(self.weight_sampler, bs, self.data_generator, self.device)
-        arch_batch = engine.draw_batch(self.arch_sampler, bs, self.data_generator, self.device)
+        weight_batch = draw_batch(self.weight_sampler, bs, self.data_generator, self.device)
+        arch_batch = draw_batch(self.arch_sampler, bs, self.data_generator, self.device)
         search_step = self.step - self.pretrain_steps
-        lr_now = cosine_lr(search_step, self.search_steps, s.generator_lr, s.generator_lr_min)
+        lr_now = cosine(search_step, self.search_steps, s.generator_lr, s.generator_lr_min)
         for group in self.g_optimizer.param_groups:
             group["lr"] = lr_now
         epoch = search_step // s.steps_per_epoch
         logs: dict[str, float] = {}
         if epoch >= s.warmup_epochs:
             logs |= self._arch_step(weight_batch, arch_batch, lr_now)
-        losses = engine.gan_step(
+        losses = gan_step(
             self.generator, self.supernet, *weight_batch, self.criterion, self.g_optimizer, self.d_optimizer,
             list(self.generator.parameters()), self.guard, self.step, s.grad_clip,
         )  # fmt: skip
         self.step += 1
-        bar.update(1)
-        if losses:
-            bar.set_postfix(loss=f"{losses['l_g_total']:.4f}", refresh=False)
         if self.step % cfg.run.log_every == 0:
             lrs = {
                 "generator": lr_now,
                 "discriminator": self.d_optimizer.param_groups[0]["lr"],
                 "arch": self.a_optimizer.param_groups[0]["lr"],
             }
-            engine.log_scalars(writer, self.step, losses, logs, lrs)
+            log_scalars(writer, self.step, losses, logs, lrs)
         if (search_step + 1) % s.steps_per_epoch == 0:
             self._end_epoch(writer, epoch + 1)
-
-    # --- the loop ----------------------------------------------------------------------------
-
-    def run(self) -> dict:
-        self.started = time.time()
-        writer = engine.summary_writer(self.run_dir / TENSORBOARD_DIR, purge_step=self.step or None)
-        if self.step == 0:
-            self._log_start(writer)
-        try:
-            engine.run_steps(
-                self, self.total_steps, lambda bar: self._one_step(writer, bar), self._checkpoint, "search D"
-            )
-        finally:
-            writer.close()
-        return self._finish()
+        return {"loss": losses["l_g_total"]} if losses else {}
 
     def _generator_psnr(self) -> float | None:
-        return evaluate_pairs(self.generator, self.val_pairs, "val", self.cfg.data.scale, device=self.device).psnr_y
+        return evaluate_pairs(self.generator, self.val_pairs, "val", self.cfg.data.scale, device=self.device)["psnr_y"]
 
-    def _end_epoch(self, writer: SummaryWriter, epoch: int) -> None:
+    def _end_epoch(self, writer: Writer, epoch: int) -> None:
         s = self.cfg.stage2
         psnr = self._generator_psnr()
         genotype = self.supernet.derive()
@@ -336,11 +287,9 @@ class DiscriminatorSearch:
             "genotype": genotype.to_dict(),
         }
         self.history.append(record)
-        atomic_write_text(
-            self.run_dir / "history" / f"genotype_discriminator_epoch_{epoch:03d}.json", genotype.to_json() + "\n"
-        )
+        atomic_write_text(self.run_dir / self.files.history_file(epoch), genotype.to_json() + "\n")
         self._log_epoch(writer, record, genotype)
-        self._checkpoint()
+        self.checkpoint()
         log.info(
             "D epoch %d: generator val Y-PSNR %.2f dB; derived D %s, width %d, norm %s: %.3f GMACs@%d, %d params",
             epoch, psnr, ",".join(genotype.blocks), genotype.base_width, genotype.norm, record["derived_macs"] / 1e9,
@@ -349,14 +298,11 @@ class DiscriminatorSearch:
 
     # --- TensorBoard -------------------------------------------------------------------------
 
-    def _log_start(self, writer: SummaryWriter) -> None:
-        text = json.dumps(to_dict(self.cfg), indent=2).replace("\n", "  \n")
-        writer.add_text("config", text, 0)
-        writer.add_text("generator", self.generator_genotype.describe().replace("\n", "  \n"), 0)
-        if self.perceptual_pretrained is False:
-            writer.add_text("warning", "perceptual loss uses a RANDOMLY INITIALISED VGG19", 0)
+    def log_start(self, writer: Writer) -> None:
+        super().log_start(writer)
+        writer.add_text("generator", as_markdown(self.generator_genotype.describe()), 0)
 
-    def _log_epoch(self, writer: SummaryWriter, record: dict, genotype: DiscriminatorGenotype) -> None:
+    def _log_epoch(self, writer: Writer, record: dict, genotype: DiscriminatorGenotype) -> None:
         step, net = self.step, self.supernet
         with torch.no_grad():
             op_p = net.op_probs().cpu().numpy()
@@ -372,22 +318,22 @@ class DiscriminatorSearch:
             "arch/op_probs", probability_heatmap(op_p, blocks, list(net.op_names), "op probabilities"), step
         )
         writer.add_figure("arch/genotype", discriminator_figure(genotype, f"epoch {record['epoch']}"), step)
-        writer.add_text("genotype", genotype.describe().replace("\n", "  \n"), step)
-        if record["val_psnr_generator"] is not None:
-            writer.add_scalar("val/psnr_generator", record["val_psnr_generator"], step)
-        writer.add_scalar("cost/derived_gmacs", record["derived_macs"] / 1e9, step)
-        writer.add_scalar("cost/expected_gmacs_epoch", record["expected_macs"] / 1e9, step)
-        writer.add_scalar("cost/derived_params", record["derived_params"], step)
-        engine.log_samples(writer, self.generator, self.val_pairs[: self.cfg.run.samples], step, self.device)
+        log_epoch(writer, step, genotype.describe(), {
+            "val/psnr_generator": record["val_psnr_generator"],
+            "cost/derived_gmacs": record["derived_macs"] / 1e9,
+            "cost/expected_gmacs_epoch": record["expected_macs"] / 1e9,
+            "cost/derived_params": record["derived_params"],
+        })  # fmt: skip
+        log_samples(writer, self.generator, self.val_pairs[: self.cfg.run.samples], step, self.device)
 
-    def _finish(self) -> dict:
+    def stage_summary(self) -> dict[str, Any]:
         s = self.cfg.stage2
         genotype = (
             DiscriminatorGenotype.from_dict(self.history[-1]["genotype"]) if self.history else self.supernet.derive()
         )
-        atomic_write_text(self.run_dir / GENOTYPE_NAME, genotype.to_json() + "\n")
+        atomic_write_text(self.run_dir / run_files.DISCRIMINATOR_GENOTYPE, genotype.to_json() + "\n")
         last = self.history[-1] if self.history else {}
-        summary = {
+        return {
             "genotype": genotype.to_dict(),
             "params": discriminator_params(genotype),
             "macs": discriminator_macs(genotype, s.macs_size, s.macs_size),
@@ -400,36 +346,9 @@ class DiscriminatorSearch:
             "generator_val_psnr": last.get("val_psnr_generator"),
             "pretrain_steps": self.pretrain_steps,
             "epochs": s.epochs,
-            "steps": self.step,
-            "wall_time_s": round(self.wall_before + time.time() - self.started, 1),
-            "perceptual_backbone": engine.BACKBONE_LABEL[self.perceptual_pretrained],
-            "distributed": engine.replica_report([self.generator, self.supernet]),
+            "perceptual_backbone": BACKBONE_LABEL[self.perceptual_pretrained],
         }
-        atomic_write_text(self.run_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
-        return summary
 
 
 def _norm(tensors: list[Tensor]) -> float:
     return float(torch.sqrt(sum((t.detach() ** 2).sum() for t in tensors)))
-
-
-def discriminator_figure(genotype: DiscriminatorGenotype, title: str = "") -> Figure:
-    """Blocks left to right as boxes whose height grows with width; op, channels and stride written in each."""
-    import matplotlib.pyplot as plt
-
-    layout = block_layout(len(genotype.blocks), genotype.base_width)
-    widest = max(c_out for _, c_out, _ in layout)
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * (len(layout) + 1), 3.0))
-    for i, (op, (_, c_out, stride)) in enumerate(zip(genotype.blocks, layout)):
-        height = 0.4 + 1.6 * c_out / widest
-        color = "tab:blue" if stride == 1 else "tab:purple"
-        ax.add_patch(plt.Rectangle((i - 0.4, -height / 2), 0.8, height, color=color, alpha=0.8))
-        ax.text(i, 0, f"{op}\n{c_out}\ns{stride}\n{block_norm(i, genotype.norm)}", ha="center", va="center", fontsize=6)
-    ax.add_patch(plt.Rectangle((len(layout) - 0.4, -0.3), 0.8, 0.6, color="tab:red", alpha=0.8))
-    ax.text(len(layout), 0, "pool\nMLP", ha="center", va="center", fontsize=6, color="w")
-    ax.set_xlim(-0.7, len(layout) + 0.7)
-    ax.set_ylim(-1.3, 1.3)
-    ax.axis("off")
-    ax.set_title(title or f"discriminator, base width {genotype.base_width}, norm {genotype.norm}", fontsize=9)
-    fig.tight_layout()
-    return fig

@@ -9,23 +9,23 @@ each carrying its genotype and config so ``evaluate.py --weights`` needs nothing
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
 
-from darts_sr import distributed, engine
+from darts_sr import distributed, run_files
 from darts_sr.config import TrainConfig, to_dict
-from darts_sr.data import PatchSampler, load_dataset
+from darts_sr.data import PatchSampler, centre_crop, load_dataset, load_training_pairs
 from darts_sr.discriminator import Discriminator, DiscriminatorGenotype
 from darts_sr.evaluation import evaluate_pairs
+from darts_sr.gan import BACKBONE_LABEL, gan_step
 from darts_sr.genotype import GeneratorGenotype, save_genotype
-from darts_sr.io import atomic_torch_save, atomic_write_text
-from darts_sr.metrics import LpipsMetric
+from darts_sr.io import atomic_torch_save
+from darts_sr.losses import GeneratorLoss
+from darts_sr.metrics import METRICS, MetricSettings, create_scorers
 from darts_sr.networks import (
     CHECKPOINT_GENERATOR_KEY,
     CHECKPOINT_GENOTYPE_KEY,
@@ -33,13 +33,17 @@ from darts_sr.networks import (
     generator_macs,
     generator_params,
 )
-from darts_sr.search import centre_crop, cosine_lr, load_training_pairs
+from darts_sr.runner import Run, draw_batch
+from darts_sr.schedules import cosine
+from darts_sr.tensorboard_logs import Writer, as_markdown, log_scalars
 
 log = logging.getLogger(__name__)
 
 
-class Retrainer:
+class Retrainer(Run):
     """Trains ``Generator(genotype)`` in ``run_dir``; ``run()`` returns the summary."""
+
+    kind, files, label = "retrain", run_files.RETRAIN, "train"
 
     def __init__(
         self,
@@ -49,11 +53,10 @@ class Retrainer:
         run_dir: Path,
         resume: bool = False,
     ):
-        self.cfg, self.genotype, self.run_dir = config, genotype, Path(run_dir)
         if genotype.scale != config.data.scale:
             raise ValueError(f"genotype scale {genotype.scale} differs from data.scale {config.data.scale}")
-        self.device = distributed.init(config.run.device)
-        self.data_generator = engine.seed_everything(config.run.seed)
+        super().__init__(config, run_dir, config.run)
+        self.genotype = genotype
         scale = genotype.scale
         self.sampler = PatchSampler(load_training_pairs(config.data.train, scale), config.data.patch_size, scale)
         self.val_pairs = centre_crop(load_dataset(config.data.val, scale, split="val"), config.data.val_crop, scale)
@@ -71,18 +74,12 @@ class Retrainer:
             if self.discriminator is not None
             else None
         )
-        self.lpips, reason = LpipsMetric.create(config.gan_phase.loss.pretrained_dir)
-        if self.lpips is None:
-            log.warning("validation LPIPS: n/a (%s)", reason)
-        else:
-            self.lpips.to(self.device)
-        self.guard = engine.NonFiniteGuard(config.run.max_bad_steps)
-        self.stop = engine.SignalStop()
-        self.step, self.history, self.best_psnr, self.wall_before = 0, [], -float("inf"), 0.0
-        self.started = time.time()
+        settings = MetricSettings(config.gan_phase.loss.pretrained_dir, self.device)
+        self.scorers = create_scorers(settings=settings)
+        self.best_psnr = -float("inf")
         self._enter_phase(self._phase_index(0))
         if resume:
-            self._load(engine.load_run_checkpoint(self.run_dir, self.device))
+            self.resume()
 
     # --- phases ------------------------------------------------------------------------------
 
@@ -95,7 +92,8 @@ class Retrainer:
     def _enter_phase(self, index: int) -> None:
         name, phase = self.phases[index]
         self.phase_index = index
-        self.criterion, self.perceptual_pretrained = engine.build_criterion(phase.loss, self.device)
+        self.criterion = GeneratorLoss.from_config(phase.loss).to(self.device)
+        self.perceptual_pretrained = self.criterion.perceptual_pretrained
         # A fresh optimizer per phase, as ESRGAN's fine-tuning starts from the PSNR model with new Adam state.
         self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=phase.lr, betas=(0.9, 0.99))
         log.info("phase %s: %d steps, %s", name, phase.steps, self.criterion.weights)
@@ -113,112 +111,80 @@ class Retrainer:
             "val": val or {},
         }
 
-    def _state(self) -> dict:
+    def stage_state(self) -> dict[str, Any]:
         return self._model_file() | {
-            "kind": "retrain",
             "discriminator": None if self.discriminator is None else self.discriminator.state_dict(),
             "g_optimizer": self.g_optimizer.state_dict(),
             "d_optimizer": None if self.d_optimizer is None else self.d_optimizer.state_dict(),
-            "rng": engine.rng_state(self.data_generator),
-            "history": self.history,
             "best_psnr": self.best_psnr,
-            "wall_time": self.wall_before + time.time() - self.started,
-            "bad_steps": self.guard.consecutive,
         }
 
-    def _load(self, state: dict) -> None:
-        if state.get("kind") != "retrain":
-            raise engine.RunFolderError(f"{self.run_dir}: the checkpoint is not a retraining run")
-        self.step = state["step"]
-        self._enter_phase(self._phase_index(self.step))
+    def load_stage_state(self, state: dict[str, Any]) -> None:
+        self._enter_phase(self._phase_index(state["step"]))
         self.generator.load_state_dict(state[CHECKPOINT_GENERATOR_KEY])
         self.g_optimizer.load_state_dict(state["g_optimizer"])
         if self.discriminator is not None:
             self.discriminator.load_state_dict(state["discriminator"])
             self.d_optimizer.load_state_dict(state["d_optimizer"])
-        engine.restore_rng_state(self.data_generator, state["rng"])
-        self.history, self.best_psnr = state["history"], state["best_psnr"]
-        self.wall_before, self.guard.consecutive = state["wall_time"], state["bad_steps"]
-        log.info("resumed %s at step %d", self.run_dir, self.step)
+        self.best_psnr = state["best_psnr"]
 
-    def _checkpoint(self) -> None:
-        engine.save_checkpoint(self.run_dir, self._state())
+    def replicated_modules(self) -> list:
+        return [self.generator, self.discriminator]
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def run(self) -> dict:
-        self.started = time.time()
-        writer = engine.summary_writer(self.run_dir / "tb", purge_step=self.step or None)
-        if self.step == 0:
-            writer.add_text("genotype", self.genotype.describe().replace("\n", "  \n"), 0)
-            writer.add_text("config", json.dumps(to_dict(self.cfg), indent=2).replace("\n", "  \n"), 0)
-        try:
-            engine.run_steps(self, self.total_steps, lambda bar: self._one_step(writer, bar), self._checkpoint, "train")
-        finally:
-            writer.close()
-        return self._finish()
+    def log_start(self, writer: Writer) -> None:
+        writer.add_text("genotype", as_markdown(self.genotype.describe()), 0)
+        super().log_start(writer)
 
-    def _one_step(self, writer: SummaryWriter, bar) -> None:
+    def one_step(self, writer: Writer) -> dict[str, Any]:
         index = self._phase_index(self.step)
         if index != self.phase_index:
             self._enter_phase(index)
         name, phase = self.phases[index]
-        lr_now = cosine_lr(self.step - self._phase_start(index), phase.steps, phase.lr, phase.lr_min)
+        lr_now = cosine(self.step - self._phase_start(index), phase.steps, phase.lr, phase.lr_min)
         for group in self.g_optimizer.param_groups:
             group["lr"] = lr_now
-        lr, hr = engine.draw_batch(self.sampler, self.cfg.data.batch_size, self.data_generator, self.device)
-        losses = engine.gan_step(
-            self.generator, self.discriminator, lr, hr, self.criterion, self.g_optimizer, self.d_optimizer,
+        lq, gt = draw_batch(self.sampler, self.cfg.data.batch_size, self.data_generator, self.device)
+        losses = gan_step(
+            self.generator, self.discriminator, lq, gt, self.criterion, self.g_optimizer, self.d_optimizer,
             list(self.generator.parameters()), self.guard, self.step, self.cfg.grad_clip,
         )  # fmt: skip
         self.step += 1
-        bar.update(1)
-        if losses:
-            bar.set_postfix(phase=name, loss=f"{losses['l_g_total']:.4f}", refresh=False)
         if self.step % self.cfg.run.log_every == 0:
-            engine.log_scalars(writer, self.step, losses, {}, {"generator": lr_now})
+            log_scalars(writer, self.step, losses, {}, {"generator": lr_now})
         phase_end = self.step == self._phase_start(index) + phase.steps
         if self.step % self.cfg.val_every == 0 or phase_end:
             self._validate(writer, name, phase_end)
+        return {"phase": name, "loss": losses["l_g_total"]} if losses else {"phase": name}
 
-    def _validate(self, writer: SummaryWriter, phase: str, phase_end: bool) -> None:
-        score = evaluate_pairs(
-            self.generator, self.val_pairs, "val", self.genotype.scale, self.lpips, device=self.device
-        )
-        record = {
-            "step": self.step,
-            "phase": phase,
-            "psnr_y": score.psnr_y,
-            "ssim_y": score.ssim_y,
-            "lpips": score.lpips,
-        }
+    def _validate(self, writer: Writer, phase: str, phase_end: bool) -> None:
+        score = evaluate_pairs(self.generator, self.val_pairs, "val", self.genotype.scale, self.scorers, self.device)
+        record = {"step": self.step, "phase": phase, **score.values}
         self.history.append(record)
-        writer.add_scalar("val/psnr_y", score.psnr_y, self.step)
-        writer.add_scalar("val/ssim_y", score.ssim_y, self.step)
-        if score.lpips is not None:
-            writer.add_scalar("val/lpips", score.lpips, self.step)
-        if phase == "pixel" and score.psnr_y > self.best_psnr:
-            self.best_psnr = score.psnr_y
-            atomic_torch_save(self._model_file(record), self.run_dir / "model_pixel.pt")
+        for name, value in score.values.items():
+            if value is not None:
+                writer.add_scalar(f"val/{name}", value, self.step)
+        if phase == "pixel" and score["psnr_y"] > self.best_psnr:
+            self.best_psnr = score["psnr_y"]
+            atomic_torch_save(self._model_file(record), self.run_dir / run_files.MODEL_PIXEL)
         if phase == "gan" and phase_end:
-            atomic_torch_save(self._model_file(record), self.run_dir / "model_gan.pt")
-        self._checkpoint()
-        log.info("step %d (%s): val Y-PSNR %.2f dB, LPIPS %s", self.step, phase, score.psnr_y, score.lpips)
+            atomic_torch_save(self._model_file(record), self.run_dir / run_files.MODEL_GAN)
+        self.checkpoint()
+        shown = ", ".join(
+            f"{METRICS[n].label} {v:.{METRICS[n].digits}f}" for n, v in score.values.items() if v is not None
+        )
+        log.info("step %d (%s): val %s", self.step, phase, shown)
 
-    def _finish(self) -> dict:
-        save_genotype(self.genotype, self.run_dir / "genotype_generator.json")
-        summary = {
+    def stage_summary(self) -> dict[str, Any]:
+        save_genotype(self.genotype, self.run_dir / run_files.GENERATOR_GENOTYPE)
+        return {
             "genotype": self.genotype.to_dict(),
             "discriminator_genotype": self.d_genotype.to_dict(),
             "params": generator_params(self.genotype),
             "macs_720p": generator_macs(self.genotype),
-            "steps": self.step,
             "best_val_psnr_pixel": None if self.best_psnr == -float("inf") else self.best_psnr,
             "val_history": self.history,
             "models": sorted(p.name for p in self.run_dir.glob("model_*.pt")),
-            "wall_time_s": round(self.wall_before + time.time() - self.started, 1),
-            "perceptual_backbone": engine.BACKBONE_LABEL[self.perceptual_pretrained if self.phase_index == 1 else None],
-            "distributed": engine.replica_report([self.generator, self.discriminator]),
+            "perceptual_backbone": BACKBONE_LABEL[self.perceptual_pretrained if self.phase_index == 1 else None],
         }
-        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        return summary

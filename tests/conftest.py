@@ -11,6 +11,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 TPSR_DIR = SHARED / "anchors" / "tpsr"
 
+# No test may reach the network: a missing VGG19/AlexNet is refused, not downloaded, in this process and in every
+# CLI it starts (tests/test_pretrained.py exercises the download code against local file:// URLs).
+os.environ.setdefault("DARTS_SR_OFFLINE", "1")
+
 
 @pytest.fixture(scope="session")
 def shared() -> Path:

@@ -26,7 +26,7 @@ def _problem(norms=("none", "batch")):
             p.normal_(0, 0.5)
     d.set_weights_trainable(False)
     # A strong adversarial weight so the discriminator's architecture visibly moves the generator.
-    criterion = GeneratorLoss(LossWeights(pixel=1.0, perceptual=0.0, adversarial=0.5), None)
+    criterion = GeneratorLoss(LossWeights(pixel=1.0, adversarial=0.5))
     lr_t, hr_t = torch.rand(3, 3, 5, 5, dtype=torch.float64), torch.rand(3, 3, 10, 10, dtype=torch.float64)
     lr_v, hr_v = torch.rand(3, 3, 5, 5, dtype=torch.float64), torch.rand(3, 3, 10, 10, dtype=torch.float64)
 

@@ -74,14 +74,14 @@ def test_bicubic_downscale_matches_matlab_set5_lr(set5: Path) -> None:
 
 
 def test_bicubic_upscale_reproduces_published_set5_baseline(set5: Path) -> None:
-    # DESIGN.md: bicubic upscaling of Set5 x4 LR gives 28.43 dB Y-PSNR (4-pixel border crop, BT.601 Y).
+    # docs/ARCHITECTURE.md: bicubic upscaling of Set5 x4 LR gives 28.43 dB Y-PSNR (4-pixel border crop, BT.601 Y).
     def y(img: np.ndarray) -> np.ndarray:
         return (img.astype(np.float64) @ np.array([0.299, 0.587, 0.114])) * 219 / 255 + 16
 
     psnrs = []
     for pair in load_dataset(str(set5), 4):
-        assert pair.hr is not None
-        diff = (y(bicubic_upscale(pair.lr, 4)) - y(pair.hr))[4:-4, 4:-4]
+        assert pair.gt is not None
+        diff = (y(bicubic_upscale(pair.lq, 4)) - y(pair.gt))[4:-4, 4:-4]
         psnrs.append(10 * np.log10(255.0**2 / np.mean(diff**2)))
     assert np.mean(psnrs) == pytest.approx(28.43, abs=0.01)
 
@@ -200,10 +200,10 @@ def test_set5_given_and_synthesised_lr(set5: Path) -> None:
     assert [p.name for p in given] == ["baby", "bird", "butterfly", "head", "woman"]
     assert [p.name for p in synth] == [p.name for p in given]
     for g, s in zip(given, synth):
-        assert g.hr is not None and s.hr is not None
-        assert g.hr.shape == (g.lr.shape[0] * 4, g.lr.shape[1] * 4, 3)
-        assert s.lr.shape == g.lr.shape and np.array_equal(s.hr, g.hr)
-        assert np.abs(s.lr.astype(int) - g.lr).max() <= 3
+        assert g.gt is not None and s.gt is not None
+        assert g.gt.shape == (g.lq.shape[0] * 4, g.lq.shape[1] * 4, 3)
+        assert s.lq.shape == g.lq.shape and np.array_equal(s.gt, g.gt)
+        assert np.abs(s.lq.astype(int) - g.lq).max() <= 3
 
 
 def test_set14_greyscale_bridge_loads_as_rgb() -> None:
@@ -212,8 +212,8 @@ def test_set14_greyscale_bridge_loads_as_rgb() -> None:
     pairs = {p.name: p for p in load_dataset(str(SET14), 4)}
     assert len(pairs) == 14
     bridge = pairs["bridge"]
-    assert bridge.lr.shape[2] == 3 and bridge.hr is not None and bridge.hr.shape[2] == 3
-    assert np.array_equal(bridge.lr[..., 0], bridge.lr[..., 2])
+    assert bridge.lq.shape[2] == 3 and bridge.gt is not None and bridge.gt.shape[2] == 3
+    assert np.array_equal(bridge.lq[..., 0], bridge.lq[..., 2])
 
 
 def _benchmark(root: Path, names: dict[str, tuple[int, int]], scale: int = 4, lr_suffix: str = "") -> Path:
@@ -230,7 +230,7 @@ def test_benchmark_edsr_naming_and_cropping(tmp_path: Path, caplog: pytest.LogCa
     with caplog.at_level(logging.INFO, logger="darts_sr.data"):
         pairs = load_dataset(str(root), 4)
     assert [p.name for p in pairs] == ["baby", "bird", "zebra"]
-    shapes = [p.hr.shape for p in pairs if p.hr is not None]
+    shapes = [p.gt.shape for p in pairs if p.gt is not None]
     assert shapes == [(32, 40, 3), (32, 32, 3), (28, 20, 3)]
     crop_lines = [r.getMessage() for r in caplog.records if "cropped" in r.getMessage()]
     assert len(crop_lines) == 1 and "2 of 3" in crop_lines[0]
@@ -260,8 +260,8 @@ def test_hr_only_folder_synthesises_lr(tmp_path: Path) -> None:
     _save(tmp_path / "imgs" / "y.bmp", np.full((8, 8, 3), 9, np.uint8))
     pairs = load_dataset(str(tmp_path / "imgs"), 2)
     assert [p.name for p in pairs] == ["x", "y"]
-    assert pairs[0].hr is not None and pairs[0].hr.shape == (18, 22, 3) and pairs[0].lr.shape == (9, 11, 3)
-    assert (pairs[1].lr == 9).all()
+    assert pairs[0].gt is not None and pairs[0].gt.shape == (18, 22, 3) and pairs[0].lq.shape == (9, 11, 3)
+    assert (pairs[1].lq == 9).all()
 
 
 def test_lr_only_specs_have_no_hr(tmp_path: Path) -> None:
@@ -270,10 +270,10 @@ def test_lr_only_specs_have_no_hr(tmp_path: Path) -> None:
     _save(lr_dir / "bx4.png", _rgb(4, 5))
     by_layout = load_dataset(str(tmp_path / "lronly"), 4)
     by_prefix = load_dataset(f"lr:{lr_dir}", 4)
-    assert all(p.hr is None for p in by_layout + by_prefix)
+    assert all(p.gt is None for p in by_layout + by_prefix)
     assert [p.name for p in by_layout] == ["a", "b"]  # the LR_bicubic layout drops EDSR's x4 suffix
     assert [p.name for p in by_prefix] == ["ax4", "bx4"]  # lr: takes file names as they are
-    assert by_layout[1].lr.shape == (4, 5, 3)
+    assert by_layout[1].lq.shape == (4, 5, 3)
     with pytest.raises(DataError, match="X2"):
         load_dataset(str(tmp_path / "lronly"), 2)
     with pytest.raises(DataError, match="lr:PATH"):
@@ -288,9 +288,9 @@ def test_builtin_splits() -> None:
         assert not seen & set(names)
         seen |= set(names)
         for p in pairs:
-            assert p.hr is not None and p.hr.dtype == np.uint8 and p.lr.dtype == np.uint8
-            assert p.hr.shape == (p.lr.shape[0] * 4, p.lr.shape[1] * 4, 3)
-            assert p.hr.astype(int).std(axis=2).mean() > 1  # colour, not replicated grey
+            assert p.gt is not None and p.gt.dtype == np.uint8 and p.lq.dtype == np.uint8
+            assert p.gt.shape == (p.lq.shape[0] * 4, p.lq.shape[1] * 4, 3)
+            assert p.gt.astype(int).std(axis=2).mean() > 1  # colour, not replicated grey
     assert load_dataset("builtin", 4, split="val")[0] is load_dataset("builtin", 4, split="val")[0]  # cached
     with pytest.raises(DataError, match="split"):
         load_dataset("builtin", 4, split="nope")

@@ -10,7 +10,7 @@ from conftest import TPSR_DIR, run_cli
 from darts_sr.genotype import TPSR
 from darts_sr.networks import Generator
 
-# Published Set5 x4 Y-PSNR (DESIGN.md) and Set14 where given.
+# Published Set5 x4 Y-PSNR (docs/ARCHITECTURE.md, "The reference point") and Set14 where given.
 PUBLISHED = {
     "TPSR_NOGANX4.pt": {"Set5": 31.10, "Set14": 27.95},
     "TPSR_D2X4.pt": {"Set5": 29.60, "Set14": 26.88},
@@ -33,7 +33,8 @@ def test_published_tpsr_figures_are_reproduced(shared, tmp_path, weights):
     for r in records.values():
         assert r["params"] == 61_097
         assert abs(r["macs_720p"] / 3.57e9 - 1) < 0.01
-        assert set(r) == {"dataset", "images", "psnr_y", "ssim_y", "lpips", "params", "macs_720p"}
+        assert set(r) == {"model", "dataset", "images", "psnr_y", "ssim_y", "lpips", "niqe", "params", "macs_720p"}
+        assert r["model"] == weights.removesuffix(".pt") and r["niqe"] > 0
     assert records["Set5"]["images"] == 5 and records["Set14"]["images"] == 14
     assert f"{PUBLISHED[weights]['Set5']:.2f}" in result.stdout
 
@@ -59,7 +60,8 @@ def test_lpips_is_na_without_imagenet_weights(shared, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(out.read_text())[0]["lpips"] is None
-    assert "LPIPS: n/a" in result.stderr and "alexnet-owt-7be5be79.pth" in result.stderr
+    # One line says why, naming the file; not one line per caller.
+    assert result.stderr.count("LPIPS") == 1 and "alexnet-owt-7be5be79.pth" in result.stderr
 
 
 def test_lr_only_folder_is_upscaled(shared, tmp_path):
@@ -71,8 +73,24 @@ def test_lr_only_folder_is_upscaled(shared, tmp_path):
         "--data", f"mine=lr:{lr_dir}", "--save-images", tmp_path / "sr", "--json", out,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert json.loads(out.read_text())[0]["psnr_y"] is None
+    record = json.loads(out.read_text())[0]
+    assert record["psnr_y"] is None and record["niqe"] > 0  # NIQE needs no ground truth
     assert len(list((tmp_path / "sr" / "mine").glob("*.png"))) == 5
+
+
+def test_reference_rows_and_offline_flag(shared, tmp_path):
+    out = tmp_path / "r.json"
+    result = run_cli(
+        "evaluate.py", "--genotype", "tpsr", "--weights", TPSR_DIR / "weights" / "TPSR_NOGANX4.pt",
+        "--data", f"Set5={TPSR_DIR / 'Set5'}", "--references", "--offline", "--json", out,
+        env={"DARTS_SR_OFFLINE": "0"},  # the flag alone must keep it offline
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = {r["model"]: r for r in json.loads(out.read_text())}
+    assert set(rows) == {"TPSR_NOGANX4", "bicubic", "HR"}
+    assert rows["bicubic"]["psnr_y"] == pytest.approx(28.43, abs=0.01)  # published bicubic figure
+    assert rows["HR"]["psnr_y"] == float("inf") and rows["HR"]["niqe"] > 0
+    assert "downloads are off" in result.stderr
 
 
 def _set5_copy(tmp_path):
@@ -131,3 +149,27 @@ def test_bad_input_data_spec_and_pickled_code(tmp_path):
     evil = tmp_path / "evil.pt"
     torch.save({"f": print}, evil)  # unpickling would need code (a builtin function), not just tensors
     _fails(run_cli("evaluate.py", "--genotype", "tpsr", "--weights", evil, "--data", "S=builtin"), "evil.pt", "refused")
+
+
+def test_a_new_metric_is_one_table_entry_plus_its_function(monkeypatch):
+    """A toy metric added to METRICS shows up in the scores, the JSON record and both tables."""
+    import numpy as np
+
+    from darts_sr.compare import markdown_table
+    from darts_sr.data import ImagePair
+    from darts_sr.evaluation import evaluate_pairs, format_table
+    from darts_sr.metrics import METRICS, MetricSpec
+
+    def mean_abs_error(sr, gt, border):
+        return float(np.abs(sr.astype(float) - gt).mean())
+
+    monkeypatch.setitem(METRICS, "mae", MetricSpec("MAE", 3, True, True, lambda settings: mean_abs_error))
+    gt = np.full((8, 8, 3), 100, np.uint8)
+    pairs = [ImagePair("flat", gt[::2, ::2].copy(), gt), ImagePair("no_gt", gt[::2, ::2].copy(), None)]
+    model = torch.nn.Upsample(scale_factor=2, mode="nearest")
+    score = evaluate_pairs(model, pairs, "toy", 2, {"mae": mean_abs_error, "psnr_y": None})
+    assert score["mae"] == pytest.approx(0.0, abs=1e-6) and score["psnr_y"] is None and score.images == 2
+    record = score.record() | {"params": 0, "macs_720p": 0}
+    assert "MAE" in format_table([record]) and "0.000" in format_table([record])
+    row = {"model": "m", "phase": "-", "params": 0, "macs_720p": 0, "scores": {"toy": score.record()}}
+    assert "toy MAE" in markdown_table([row], ["toy"])

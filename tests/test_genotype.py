@@ -16,7 +16,7 @@ from darts_sr.genotype import (
 
 
 def test_tpsr_encodes_the_published_wiring():
-    # DESIGN.md, TPSR's node i is our node i+1: (op, input) per node, outputs n9 + n8 + n6.
+    # TPSR's published wiring: its node i is our node i+1; (op, input) per node, outputs n9 + n8 + n6.
     published = {
         0: ("sep_5x5", "stem"),
         1: ("conv_7x7", 0),

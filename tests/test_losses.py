@@ -17,9 +17,10 @@ from torch import nn
 
 from darts_sr.losses import (
     ESRGAN_WEIGHTS,
-    PIXEL_ONLY,
+    LOSSES,
     VGG19_CONV_INDEX,
     GeneratorLoss,
+    LossTerm,
     LossWeights,
     PerceptualLoss,
     relativistic_discriminator_loss,
@@ -115,7 +116,8 @@ def test_relativistic_losses_match_hand_computation() -> None:
     assert set(terms) == {"l_d_real", "l_d_fake"}
     assert terms["l_d_real"].item() == pytest.approx(d_real, rel=1e-6)
     assert terms["l_d_fake"].item() == pytest.approx(d_fake, rel=1e-6)
-    assert relativistic_discriminator_loss(real, fake).item() == pytest.approx((d_real + d_fake) / 2, rel=1e-6)
+    total, named = relativistic_discriminator_loss(real, fake)
+    assert total.item() == pytest.approx((d_real + d_fake) / 2, rel=1e-6) and named.keys() == terms.keys()
     assert relativistic_generator_loss(real, fake).item() == pytest.approx((g_real + g_fake) / 2, rel=1e-6)
 
 
@@ -127,8 +129,10 @@ def test_relativistic_generator_gradient_reaches_fake_logits() -> None:
 
 
 def test_loss_weight_presets_and_validation() -> None:
-    assert ESRGAN_WEIGHTS == LossWeights(pixel=1e-2, perceptual=1.0, adversarial=5e-3)
-    assert PIXEL_ONLY == LossWeights(pixel=1.0, perceptual=0.0, adversarial=0.0)
+    assert dict(ESRGAN_WEIGHTS) == {"pixel": 1e-2, "perceptual": 1.0, "adversarial": 5e-3}
+    assert dict(LossWeights(pixel=1.0)) == {"pixel": 1.0, "perceptual": 0.0, "adversarial": 0.0}
+    with pytest.raises(ValueError, match="unknown loss term"):
+        LossWeights(pixle=1.0)
     with pytest.raises(ValueError, match="'pixel'"):
         LossWeights(pixel=-1.0, perceptual=0.0, adversarial=0.0)
     with pytest.raises(ValueError, match="all loss weights are 0"):
@@ -136,7 +140,7 @@ def test_loss_weight_presets_and_validation() -> None:
 
 
 def test_generator_loss_pixel_only() -> None:
-    loss = GeneratorLoss(PIXEL_ONLY, None)
+    loss = GeneratorLoss(LossWeights(pixel=1.0))
     assert not loss.needs_discriminator
     sr, hr = _images(6), _images(7)
     total, terms = loss(sr, hr)
@@ -145,7 +149,7 @@ def test_generator_loss_pixel_only() -> None:
 
 
 def test_generator_loss_esrgan_terms_are_weighted(perceptual: PerceptualLoss) -> None:
-    loss = GeneratorLoss(ESRGAN_WEIGHTS, perceptual)
+    loss = GeneratorLoss(ESRGAN_WEIGHTS, {"perceptual": perceptual})
     assert loss.needs_discriminator
     sr, hr = _images(8), _images(9)
     real, fake = torch.randn(2, 1), torch.randn(2, 1)
@@ -158,10 +162,32 @@ def test_generator_loss_esrgan_terms_are_weighted(perceptual: PerceptualLoss) ->
 
 
 def test_generator_loss_requires_what_its_weights_need(perceptual: PerceptualLoss) -> None:
-    with pytest.raises(ValueError, match="no PerceptualLoss"):
-        GeneratorLoss(ESRGAN_WEIGHTS, None)
-    loss = GeneratorLoss(LossWeights(pixel=1.0, perceptual=0.0, adversarial=0.5), None)
+    with pytest.raises(ValueError, match="'perceptual' has weight 1.0 but no module"):
+        GeneratorLoss(ESRGAN_WEIGHTS)
+    loss = GeneratorLoss(LossWeights(pixel=1.0, adversarial=0.5))
     with pytest.raises(ValueError, match="real_logits and fake_logits"):
         loss(_images(10), _images(11))
     _, terms = loss(_images(10), _images(11), torch.randn(2, 1), torch.randn(2, 1))
     assert set(terms) == {"l_g_pix", "l_g_gan"}
+
+
+def test_a_new_loss_is_one_table_entry_plus_its_function() -> None:
+    """A toy term added to a copy of the table: the config grows a key with its default, and the loss computes
+    and logs it, with nothing else touched."""
+    from darts_sr.config import from_dict, make_loss_config
+
+    def mean_brightness(x, _module) -> torch.Tensor:
+        return (x.sr.mean() - x.gt.mean()).abs()
+
+    table = {**LOSSES, "brightness": LossTerm("l_g_bright", 0.25, mean_brightness)}
+    config_class = make_loss_config(table)
+    assert config_class().brightness == 0.25
+    config = from_dict(config_class, {"pixel": 1.0, "perceptual": 0.0, "adversarial": 0.0, "brightness": 0.5})
+    loss = GeneratorLoss.from_config(config, table)
+    sr, gt = _images(12), _images(13)
+    total, terms = loss(sr, gt)
+    assert set(terms) == {"l_g_pix", "l_g_bright"}
+    torch.testing.assert_close(terms["l_g_bright"], 0.5 * (sr.mean() - gt.mean()).abs())
+    torch.testing.assert_close(total, terms["l_g_pix"] + terms["l_g_bright"])
+    with pytest.raises(Exception, match="brightnes"):
+        from_dict(make_loss_config(LOSSES), {"brightness": 0.5})  # not in the real table: an unknown key

@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from torch import nn
 
-from darts_sr.metrics import LpipsMetric, count_params, psnr_y, rgb_to_y, ssim_y
+from darts_sr.metrics import LpipsMetric, psnr_y, rgb_to_y, ssim_y
 from darts_sr.pretrained import weights_filename
 
 
@@ -104,16 +103,6 @@ def test_ssim() -> None:
     sr = np.clip(hr.astype(int) + noise, 0, 255).astype(np.uint8)
     value = ssim_y(sr, hr, border=4)
     assert -1.0 <= value < 1.0
-
-
-def test_count_params() -> None:
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(5, 2))
-    assert count_params(model) == 3 * 4 * 9 + 4 + 5 * 2 + 2
-    model[1].weight.requires_grad_(False)
-    assert count_params(model) == 3 * 4 * 9 + 4 + 2
-
-
-# --- LPIPS ----------------------------------------------------------------------------------------------------
 
 
 def test_lpips_create_without_weights(empty_hub: Path) -> None:

@@ -10,10 +10,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import run_cli
 from darts_sr.config import SearchConfig, load_config
-from darts_sr.engine import StopRequested, prepare_run_folder, save_config
 from darts_sr.genotype import load_generator_genotype
 from darts_sr.io import load_checkpoint
 from darts_sr.networks import generator_macs
+from darts_sr.runner import StopRequested, prepare_run_folder, save_config
 from darts_sr.search import GeneratorSearch
 
 TINY = {
@@ -96,14 +96,14 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, order):
     whole.run()
 
     interrupted = GeneratorSearch(config, prepare_run_folder(tmp_path / "cut", False, False))
-    one_step = interrupted._one_step
+    one_step = interrupted.one_step
 
     def stop_at_step_five(*args):
         one_step(*args)
         if interrupted.step == 5:  # mid-epoch, after an architecture step
             interrupted.stop.signum = signal.SIGTERM
 
-    interrupted._one_step = stop_at_step_five
+    interrupted.one_step = stop_at_step_five
     with pytest.raises(StopRequested, match="step 5"):
         interrupted.run()
     resumed = GeneratorSearch(config, tmp_path / "cut", resume=True)

@@ -11,11 +11,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import run_cli
 from darts_sr.config import ConfigError, SearchConfig, load_config
 from darts_sr.discriminator import DiscriminatorGenotype, discriminator_macs, load_discriminator_genotype
-from darts_sr.engine import StopRequested, prepare_run_folder, save_config
 from darts_sr.genotype import GeneratorGenotype, GenotypeError, Node, load_generator_genotype, save_genotype
 from darts_sr.io import load_checkpoint
 from darts_sr.networks import CHECKPOINT_GENERATOR_KEY, CHECKPOINT_GENOTYPE_KEY, Generator
-from darts_sr.search_discriminator import CHECKPOINT_NAME, DiscriminatorSearch
+from darts_sr.run_files import DISCRIMINATOR_SEARCH
+from darts_sr.runner import StopRequested, prepare_run_folder, save_config
+from darts_sr.search_discriminator import DiscriminatorSearch
 
 TINY_G = GeneratorGenotype(nodes=(Node("conv_3x3", 0), Node("sep_3x3", 1)), outputs=(2,), channels=4, scale=4)
 TINY = {
@@ -82,7 +83,7 @@ def test_stage2_writes_a_self_describing_run_folder(tmp_path, tiny_generator):
     assert GeneratorGenotype.from_dict(saved["generator_genotype"]) == TINY_G
     assert saved["generator_val_psnr_pretrained"] is not None and saved["generator_val_psnr"] is not None
     assert saved["d_objective"] == "generator" and saved["steps"] == 2 + 6
-    checkpoint = load_checkpoint(run / CHECKPOINT_NAME)
+    checkpoint = load_checkpoint(run / DISCRIMINATOR_SEARCH.checkpoint)
     assert checkpoint["step"] == 8 and {"alpha", "alpha_width", "alpha_norm"} <= set(checkpoint["supernet"])
 
     events = EventAccumulator(
@@ -131,14 +132,14 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, tiny_gener
     whole.run()
 
     interrupted = _search(config, tmp_path / "cut")
-    one_step = interrupted._one_step
+    one_step = interrupted.one_step
 
     def stop_at_step_seven(*args):
         one_step(*args)
         if interrupted.step == 7:  # mid-epoch, after an architecture step
             interrupted.stop.signum = signal.SIGTERM
 
-    interrupted._one_step = stop_at_step_seven
+    interrupted.one_step = stop_at_step_seven
     with pytest.raises(StopRequested, match="step 7"):
         interrupted.run()
     resumed = _search(config, tmp_path / "cut", resume=True)
@@ -219,12 +220,12 @@ def test_cli_stage_all_writes_both_genotypes(tmp_path):
     summary = json.loads((out / "summary_discriminator.json").read_text())
     assert GeneratorGenotype.from_dict(summary["generator_genotype"]) == generator  # searched against stage 1's
     assert (out / "summary.json").is_file() and (out / "checkpoints" / "last.pt").is_file()
-    assert (out / CHECKPOINT_NAME).is_file()
+    assert (out / DISCRIMINATOR_SEARCH.checkpoint).is_file()
     assert yaml.safe_load((out / "config.yaml").read_text())["stage2"]["generator"] is None
     # A finished run resumes to the same end without redoing either stage.
-    before = (out / CHECKPOINT_NAME).stat().st_mtime_ns
+    before = (out / DISCRIMINATOR_SEARCH.checkpoint).stat().st_mtime_ns
     assert _main_in_process("--stage", "all", "--out", out, "--resume") == 0
-    assert (out / CHECKPOINT_NAME).stat().st_mtime_ns == before
+    assert (out / DISCRIMINATOR_SEARCH.checkpoint).stat().st_mtime_ns == before
     assert load_discriminator_genotype(out / "genotype_discriminator.json") == load_discriminator_genotype(
         out / "history" / "genotype_discriminator_epoch_002.json"
     )

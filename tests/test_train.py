@@ -11,9 +11,9 @@ import yaml
 from conftest import TPSR_DIR, run_cli
 from darts_sr.config import TrainConfig, load_config
 from darts_sr.discriminator import SRGAN_DISCRIMINATOR
-from darts_sr.engine import StopRequested, prepare_run_folder
 from darts_sr.genotype import TPSR, GeneratorGenotype, Node, live_nodes, save_genotype
 from darts_sr.networks import generator_macs
+from darts_sr.runner import StopRequested, prepare_run_folder
 from darts_sr.sampling import SamplingError, matched_random_genotypes, sample_genotype
 from darts_sr.train import Retrainer
 from operations import GENERATOR_SEARCH_SPACE
@@ -58,14 +58,14 @@ def test_train_resume_equals_uninterrupted(tmp_path, tiny_yaml):
     whole = Retrainer(config, SMALL, SRGAN_DISCRIMINATOR, prepare_run_folder(tmp_path / "whole", False, False))
     whole.run()
     cut = Retrainer(config, SMALL, SRGAN_DISCRIMINATOR, prepare_run_folder(tmp_path / "cut", False, False))
-    one_step = cut._one_step
+    one_step = cut.one_step
 
     def stop_in_gan_phase(*args):
         one_step(*args)
         if cut.step == 5:
             cut.stop.signum = signal.SIGINT
 
-    cut._one_step = stop_in_gan_phase
+    cut.one_step = stop_in_gan_phase
     with pytest.raises(StopRequested, match="SIGINT at step 5"):
         cut.run()
     resumed = Retrainer(config, SMALL, SRGAN_DISCRIMINATOR, tmp_path / "cut", resume=True)
