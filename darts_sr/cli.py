@@ -1,7 +1,8 @@
-"""What the training entry points share: the mistakes a user can make, and how a run ends.
+"""What the entry points (``darts-sr <command>``) share: the mistakes a user can make, and how a run ends.
 
-A user error (bad config, data, genotype, checkpoint, run folder, missing weights, a diverged run) is one line
-``error: ...`` on stderr and exit status 2; SIGINT/SIGTERM is ``stopped: ...`` and 130, after a checkpoint.
+A user error (bad config, data, genotype, checkpoint, run folder, device, missing weights, a diverged run) is one
+line ``error: ...`` on stderr and exit status 2; SIGINT/SIGTERM is ``stopped: ...`` and 130, after a checkpoint.
+Config presets are found by name (``--config demo``) in the package's ``configs`` folder, or by path.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from darts_sr import distributed
 from darts_sr.config import ConfigError
@@ -29,6 +32,56 @@ USER_ERRORS = (
     ConfigError, DataError, GenotypeError, CheckpointError, WeightsMismatch, PretrainedWeightsMissing, SamplingError,
     RunFolderError, NonFiniteLoss,
 )  # fmt: skip
+
+
+def _preset_dirs() -> tuple[Path, ...]:
+    # darts_sr/configs in an installed wheel (pyproject.toml maps the repository's configs/ there); the
+    # repository's configs/ itself in a source checkout or an editable install.
+    package = Path(__file__).resolve().parent
+    checkout = package.parent
+    return (package / "configs", *((checkout / "configs",) if (checkout / "pyproject.toml").is_file() else ()))
+
+
+PRESET_DIRS = _preset_dirs()
+
+
+def preset_names() -> list[str]:
+    """The names ``--config`` accepts besides paths, e.g. ``demo``, ``div2k_x4``."""
+    return sorted({p.stem for d in PRESET_DIRS if d.is_dir() for p in d.glob("*.yaml")})
+
+
+def resolve_config(spec: str | os.PathLike) -> Path:
+    """``--config``'s value as a file: an existing path, else a preset by name (``demo``, ``demo.yaml``, and
+    ``configs/demo.yaml`` from any folder)."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    if path.parent in (Path("."), Path("configs")):
+        for folder in PRESET_DIRS:
+            for candidate in (folder / f"{path.name}.yaml", folder / path.name):
+                if candidate.suffix == ".yaml" and candidate.is_file():
+                    return candidate
+    raise ConfigError(f"{spec}: no such config file or preset (presets: {', '.join(preset_names())})")
+
+
+def resolve_device(spec: str, what: str = "--device") -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a device this machine has;
+    anything else is a ``ConfigError`` naming ``what``."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{what} {spec!r}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{what} {spec}: CUDA is not available here (torch {torch.__version__}); use cpu or auto")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"{what} {spec}: this machine has {count} CUDA device(s)")
+    elif device.type != "cpu":
+        raise ConfigError(f"{what} {spec}: unsupported device type; use auto, cpu, cuda or cuda:N")
+    return device
 
 
 def setup_logging() -> None:
@@ -62,7 +115,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, example_key: str) -> None
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     parser.add_argument("--seed", type=int, help="overrides run.seed")
-    parser.add_argument("--device", help="cpu or cuda; overrides run.device")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N; overrides run.device")
     add_offline_flag(parser)
 
 
@@ -124,3 +177,19 @@ def prefetch_pretrained(losses: Iterable[Any] = (), lpips_dir: str | Path | None
                 pass  # LpipsMetric.create says why, once
 
     distributed.on_main(fetch, ConfigError)
+
+
+def add_config_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="PRESET|FILE.yaml",
+        help=f"a preset by name ({', '.join(preset_names())}) or a YAML file (default: {default})",
+    )
+
+
+def check_run_device(run: Any, from_flag: bool) -> None:
+    """Checks a config's ``run.device`` against this machine and turns ``auto`` into what it means here, before any
+    run folder exists; ``from_flag`` says the value came from ``--device`` (for the error message)."""
+    device = resolve_device(run.device, "--device" if from_flag else "run.device")
+    if run.device == "auto":
+        run.device = device.type

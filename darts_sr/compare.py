@@ -1,8 +1,7 @@
 """The evidence: a searched genotype against TPSR and K random genotypes of matched MACs, all
 retrained under one recipe and one seed, evaluated on the same benchmarks.
 
-    python -m darts_sr.compare --searched runs/search/genotype_generator.json \\
-        --config configs/compare_cpu.yaml --out runs/compare
+    darts-sr compare --searched runs/search/genotype_generator.json --config compare_cpu --out runs/compare
 
 Each model trains in ``<out>/<name>/`` (a ``train.py`` run folder); a finished one is reused and an
 interrupted one resumed, so the command can be rerun after a stop. Results: ``results.json``,
@@ -36,17 +35,17 @@ log = logging.getLogger("compare")
 MODEL_FILES = {"pixel": run_files.MODEL_PIXEL, "gan": run_files.MODEL_GAN}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--searched", required=True, help="the searched generator genotype (JSON)")
-    p.add_argument("--config", type=Path, required=True, help="training recipe (a train.py YAML preset)")
+    p.add_argument("--config", required=True, metavar="PRESET|FILE.yaml", help="training recipe: a preset or YAML file")
     p.add_argument("--random", type=int, default=3, help="how many random genotypes (default 3)")
     p.add_argument("--tolerance", type=float, default=0.05, help="MACs window for random genotypes (default ±5%%)")
     p.add_argument("--benchmark", action="append", metavar="NAME=PATH", help="evaluation sets (default: builtin)")
     p.add_argument("--out", type=Path, help="output folder (default: runs/compare-<time>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
     p.add_argument("--seed", type=int, help="overrides run.seed (training and random sampling)")
-    p.add_argument("--device", help="cpu or cuda; overrides run.device")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N; overrides run.device")
     return p.parse_args(argv)
 
 
@@ -148,9 +147,9 @@ def plot(rows: list[dict], set_name: str, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     cli.setup_logging()
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     out = args.out or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
     return cli.run(lambda: compare(args, out), "; rerun the same command to continue")
 
@@ -162,7 +161,8 @@ def compare(args: argparse.Namespace, out: Path) -> None:
         overrides.append(f"run.seed={args.seed}")
     if args.device:
         overrides.append(f"run.device={args.device}")
-    config = load_config(TrainConfig, args.config, overrides)
+    config = load_config(TrainConfig, cli.resolve_config(args.config), overrides)
+    cli.check_run_device(config.run, from_flag=bool(args.device))
     benchmarks = [parse_data_spec(b) for b in args.benchmark or ["builtin=builtin"]]
     models = candidates(args.searched, args.random, args.tolerance, config.run.seed)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,13 +10,22 @@ Dataset specs accepted by ``load_dataset``:
 - ``lr:PATH``: a folder of LR images without ground truth.
 - ``PATH`` with ``HR/`` (and optionally ``LR_bicubic/X{scale}/``): benchmark layout (Set5, Set14, DIV2K valid).
 - ``PATH`` with only ``LR_bicubic/X{scale}/``: LR only.
+- ``PATH/DIV2K_train_HR`` (any ``*_HR`` folder) beside ``DIV2K_train_LR_bicubic/X{scale}/``: DIV2K's official LR images.
 - any other ``PATH``: a folder of HR images, LR synthesised with MATLAB-compatible bicubic.
+
+Synthesised LR images of large HR images (``CACHE_MIN_PIXELS``; about 2 s each for DIV2K) are cached on disk, keyed
+by the HR file's path, modification time, size and the scale, in ``$DARTS_SR_CACHE`` (default
+``~/.cache/darts_sr/lq``; ``DARTS_SR_CACHE=off`` turns the cache off). Large folders show a progress bar while they
+load. Under torchrun rank 0 loads the training sets first, filling the cache, and the other ranks then read it.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +34,12 @@ import torch
 from PIL import Image, ImageFile
 from resize_right import resize
 
+from darts_sr import distributed
+from darts_sr.io import atomic_save_png
+
 __all__ = [
     "BUILTIN_SPLITS",
+    "CACHE_ENV",
     "IMAGE_EXTENSIONS",
     "DataError",
     "ImagePair",
@@ -39,8 +52,10 @@ __all__ = [
     "load_dataset",
     "load_image",
     "load_training_pairs",
+    "lq_cache_dir",
     "parse_data_spec",
     "split_halves",
+    "synthesize_lq",
     "to_tensor",
     "to_uint8",
 ]
@@ -57,6 +72,13 @@ BUILTIN_SPLITS: dict[str, tuple[str, ...]] = {
 }
 
 _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+
+CACHE_ENV = "DARTS_SR_CACHE"  # folder for synthesised LR images; off / 0 / none: no cache
+# HR pixels from which a synthesised LR image is cached: below, synthesis (~0.7 s per megapixel) is quicker than
+# the cache is worth, and small benchmark or test images do not fill it.
+CACHE_MIN_PIXELS = 1_000_000
+LQ_CACHE_VERSION = 1  # part of the cache key: bump when bicubic_downscale's output changes
+PROGRESS_MIN_IMAGES = 20  # folders with fewer images load without a progress bar
 
 
 class DataError(ValueError):
@@ -159,6 +181,85 @@ def bicubic_upscale(lq: np.ndarray, scale: int) -> np.ndarray:
     return _resize_uint8(lq, float(scale), (h * scale, w * scale))
 
 
+def lq_cache_dir() -> Path | None:
+    """Where synthesised LR images are cached: ``$DARTS_SR_CACHE``, else ``$XDG_CACHE_HOME/darts_sr/lq`` (default
+    ``~/.cache/darts_sr/lq``); None when ``DARTS_SR_CACHE`` is ``off``, ``0``, ``none`` or empty."""
+    value = os.environ.get(CACHE_ENV)
+    if value is not None:
+        return None if value.strip().lower() in ("", "0", "off", "none") else Path(value).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "darts_sr" / "lq"
+
+
+def _lq_cache_file(source: Path, scale: int) -> Path | None:
+    folder = lq_cache_dir()
+    if folder is None:
+        return None
+    source = source.resolve()
+    stat = source.stat()
+    key = f"{source}|{stat.st_mtime_ns}|{stat.st_size}|x{scale}|v{LQ_CACHE_VERSION}"
+    return folder / f"x{scale}" / f"{source.stem}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.png"
+
+
+_cache_warned = False
+
+
+def synthesize_lq(gt: np.ndarray, scale: int, source: str | Path | None = None) -> tuple[np.ndarray, bool]:
+    """``bicubic_downscale(gt, scale)`` and whether it came from the on-disk cache. ``gt`` is the HR image read
+    from the file ``source`` (cropped to a multiple of ``scale``); large ones are cached under ``lq_cache_dir()``.
+    A missing, unreadable or mismatched cache entry is recomputed; a cache that cannot be written is said once."""
+    global _cache_warned
+    h, w = gt.shape[:2]
+    cache = None
+    if source is not None and h * w >= CACHE_MIN_PIXELS:
+        cache = _lq_cache_file(Path(source), scale)
+    if cache is not None and cache.is_file():
+        try:
+            lq = load_image(cache)
+        except DataError:
+            lq = None
+        if lq is not None and lq.shape == (h // scale, w // scale, 3):
+            return lq, True
+    lq = bicubic_downscale(gt, scale)
+    if cache is not None:
+        try:
+            atomic_save_png(cache, lq)  # rank 0 only under torchrun
+        except OSError as e:
+            if not _cache_warned:
+                logger.warning("%s: cannot cache synthesised LR images (%s); set %s", cache.parent, e, CACHE_ENV)
+                _cache_warned = True
+    return lq, False
+
+
+class _Progress:
+    """A progress bar over a folder's images, with log lines routed around it; silent for small folders and on
+    torchrun ranks other than 0."""
+
+    def __init__(self, total: int, where: str):
+        self.total, self.where, self.started, self.cached = total, where, time.time(), 0
+        self.shown = total >= PROGRESS_MIN_IMAGES and distributed.is_main()
+
+    def __enter__(self) -> _Progress:
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        self._redirect = logging_redirect_tqdm()
+        self._redirect.__enter__()
+        self._bar = tqdm(total=self.total, desc=f"loading {self.where}", unit="image", disable=not self.shown,
+                         dynamic_ncols=True)  # fmt: skip
+        return self
+
+    def update(self, from_cache: bool = False) -> None:
+        self.cached += from_cache
+        self._bar.update(1)
+
+    def __exit__(self, *exc) -> None:
+        self._bar.close()
+        self._redirect.__exit__(*exc)
+        if self.shown and exc[0] is None:
+            cached = f" ({self.cached} LR images from the cache)" if self.cached else ""
+            logger.info("%s: %d images loaded in %.0f s%s", self.where, self.total, time.time() - self.started, cached)
+
+
 # ----------------------------------------------------------------------------------------------------------- pairs
 
 
@@ -214,6 +315,10 @@ def load_dataset(spec: str, scale: int, synthesize_lr: bool = False, split: str 
         if not synthesize_lr:
             logger.info("%s: no LR_bicubic/X%d folder, synthesising LR with bicubic", root, scale)
         return _load_hr_only(hr_dir, scale)
+    div2k_lr = root.parent / f"{root.name[:-3]}_LR_bicubic" / f"X{scale}"
+    if root.name.endswith("_HR") and div2k_lr.is_dir() and not synthesize_lr:
+        logger.info("%s: LR images from %s", root, div2k_lr)
+        return _load_benchmark(root, div2k_lr, scale)
     if lr_dir.is_dir():
         files = _unique_stems(list_images(lr_dir), lr_dir, scale)
         return [ImagePair(_strip_scale_suffix(p.stem, scale), load_image(p), None) for p in files]
@@ -240,23 +345,37 @@ def _unique_stems(files: list[Path], folder: Path, scale: int | None = None) -> 
     return files
 
 
-def _crop_all(named_hr: list[tuple[str, np.ndarray]], scale: int, where: str) -> list[tuple[str, np.ndarray]]:
-    cropped = [(name, crop_to_multiple(gt, scale)) for name, gt in named_hr]
-    n = sum(a.shape != b.shape for (_, a), (_, b) in zip(named_hr, cropped))
-    if n:
-        # Once per folder: a per-image line would drown the log for DIV2K-sized sets.
-        logger.info("%s: cropped %d of %d HR images to a multiple of %d", where, n, len(named_hr), scale)
-    return cropped
+class _Crops:
+    """HR images cropped to a multiple of the scale, said once per folder: a per-image line would drown the log for
+    DIV2K-sized sets."""
+
+    def __init__(self, scale: int, where: str):
+        self.scale, self.where, self.cropped, self.seen = scale, where, 0, 0
+
+    def __call__(self, gt: np.ndarray) -> np.ndarray:
+        out = crop_to_multiple(gt, self.scale)
+        self.seen += 1
+        self.cropped += out.shape != gt.shape
+        return out
+
+    def report(self) -> None:
+        if self.cropped:
+            logger.info("%s: cropped %d of %d HR images to a multiple of %d", self.where, self.cropped, self.seen,
+                        self.scale)  # fmt: skip
 
 
 def _load_hr_only(folder: Path, scale: int) -> list[ImagePair]:
     files = _unique_stems(list_images(folder), folder)
-    named = _crop_all([(p.stem, load_image(p)) for p in files], scale, str(folder))
-    pairs = []
-    for (name, gt), path in zip(named, files):
-        if gt.shape[0] == 0 or gt.shape[1] == 0:
-            raise DataError(f"{path}: image smaller than the scale factor {scale}")
-        pairs.append(ImagePair(name, bicubic_downscale(gt, scale), gt))
+    crops, pairs = _Crops(scale, str(folder)), []
+    with _Progress(len(files), str(folder)) as progress:
+        for path in files:
+            gt = crops(load_image(path))
+            if gt.shape[0] == 0 or gt.shape[1] == 0:
+                raise DataError(f"{path}: image smaller than the scale factor {scale}")
+            lq, from_cache = synthesize_lq(gt, scale, path)
+            pairs.append(ImagePair(path.stem, lq, gt))
+            progress.update(from_cache)
+    crops.report()
     return pairs
 
 
@@ -267,20 +386,23 @@ def _load_benchmark(hr_dir: Path, lr_dir: Path, scale: int) -> list[ImagePair]:
     for p in lr_files:  # an exact stem match wins over the EDSR-suffix reading (an HR really named "tx4")
         lr_by_stem[p.stem] = p
 
-    named = _crop_all([(p.stem, load_image(p)) for p in hr_files], scale, str(hr_dir))
-    pairs, used = [], set()
-    for (name, gt), hr_path in zip(named, hr_files):
-        lr_path = lr_by_stem.get(name)
-        if lr_path is None:
-            raise DataError(f"{hr_path}: no LR image in {lr_dir} (looked for {name}.* and {name}x{scale}.*)")
-        used.add(lr_path)
-        lq = load_image(lr_path)
-        if lq.shape[0] * scale != gt.shape[0] or lq.shape[1] * scale != gt.shape[1]:
-            raise DataError(
-                f"{lr_path} is {lq.shape[1]}x{lq.shape[0]} but {hr_path} is {gt.shape[1]}x{gt.shape[0]} "
-                f"after cropping to a multiple of {scale}; expected LR x{scale} = HR (sizes are WxH)"
-            )
-        pairs.append(ImagePair(name, lq, gt))
+    crops, pairs, used = _Crops(scale, str(hr_dir)), [], set()
+    with _Progress(len(hr_files), str(hr_dir)) as progress:
+        for hr_path in hr_files:
+            name = hr_path.stem
+            lr_path = lr_by_stem.get(name)
+            if lr_path is None:
+                raise DataError(f"{hr_path}: no LR image in {lr_dir} (looked for {name}.* and {name}x{scale}.*)")
+            used.add(lr_path)
+            gt, lq = crops(load_image(hr_path)), load_image(lr_path)
+            if lq.shape[0] * scale != gt.shape[0] or lq.shape[1] * scale != gt.shape[1]:
+                raise DataError(
+                    f"{lr_path} is {lq.shape[1]}x{lq.shape[0]} but {hr_path} is {gt.shape[1]}x{gt.shape[0]} "
+                    f"after cropping to a multiple of {scale}; expected LR x{scale} = HR (sizes are WxH)"
+                )
+            pairs.append(ImagePair(name, lq, gt))
+            progress.update()
+    crops.report()
     if len(used) < len(lr_files):
         logger.warning("%s: %d LR images have no HR counterpart and are ignored", lr_dir, len(lr_files) - len(used))
     return pairs
@@ -303,8 +425,10 @@ def _builtin_pair(name: str, scale: int) -> ImagePair:
     matches = sorted(p for p in data_dir.glob(f"{name}.*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not matches:
         raise DataError(f"{data_dir}: built-in image {name!r} not found (is scikit-image installed completely?)")
-    ((_, gt),) = _crop_all([(name, load_image(matches[0]))], scale, str(matches[0]))
-    lq = bicubic_downscale(gt, scale)
+    crops = _Crops(scale, str(matches[0]))
+    gt = crops(load_image(matches[0]))
+    crops.report()
+    lq, _ = synthesize_lq(gt, scale, matches[0])
     gt.flags.writeable = False
     lq.flags.writeable = False
     return ImagePair(name, lq, gt)
@@ -412,12 +536,23 @@ def _batch_to_tensor(patches: list[np.ndarray]) -> torch.Tensor:
 
 
 def load_training_pairs(specs: tuple[str, ...], scale: int) -> list[ImagePair]:
-    """Every image of the training specs (``PATH``, ``NAME=PATH`` or ``builtin``), in order."""
-    pairs = []
-    for spec in specs:
-        path = spec.split("=", 1)[1] if "=" in spec else spec
-        pairs += load_dataset(path, scale, split="train")
-    return pairs
+    """Every image of the training specs (``PATH``, ``NAME=PATH`` or ``builtin``), in order.
+
+    Under torchrun rank 0 loads first, synthesising LR images into the on-disk cache, while the other ranks wait;
+    they then load from the cache instead of repeating the work (a rank 0 error is raised on every rank)."""
+
+    def load() -> list[ImagePair]:
+        pairs = []
+        for spec in specs:
+            path = spec.split("=", 1)[1] if "=" in spec else spec
+            pairs += load_dataset(path, scale, split="train")
+        return pairs
+
+    if distributed.world_size() == 1:
+        return load()
+    loaded: list[ImagePair] = []
+    distributed.on_main(lambda: loaded.extend(load()), DataError)  # broadcasts only the outcome, not the images
+    return loaded if distributed.is_main() else load()
 
 
 def split_halves(pairs: list[ImagePair]) -> tuple[list[ImagePair], list[ImagePair]]:

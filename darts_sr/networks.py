@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from darts_sr.genotype import GeneratorGenotype, GenotypeError
+from darts_sr.genotype import GeneratorGenotype, GenotypeError, load_generator_genotype
 from darts_sr.io import load_checkpoint
 from operations import OPS, build_op, conv_macs
 
@@ -217,11 +217,17 @@ def load_generator_weights(model: Generator, state: Mapping[str, Tensor]) -> Non
     model.load_state_dict(state, strict=True)
 
 
-def load_generator(weights: str | os.PathLike, genotype: GeneratorGenotype | None = None) -> Generator:
-    """A Generator from our checkpoint (which carries its genotype) or a TPSR-format state dict.
+def load_generator(
+    weights: str | os.PathLike, genotype: GeneratorGenotype | str | os.PathLike | None = None
+) -> Generator:
+    """A Generator (on the CPU, in training mode) from our checkpoint, which carries its genotype, or from a
+    TPSR-format state dict.
 
-    ``genotype`` is required for a bare state dict and, when given with our checkpoint, must match it.
+    ``genotype`` is a ``GeneratorGenotype``, a built-in name (``"tpsr"``) or a genotype JSON file. It is required for
+    a bare state dict and, when given with our checkpoint, must match the checkpoint's.
     """
+    if genotype is not None and not isinstance(genotype, GeneratorGenotype):
+        genotype = load_generator_genotype(genotype)
     state = load_checkpoint(weights)
     if not isinstance(state, dict):
         raise WeightsMismatch(f"{weights}: not a state dict or checkpoint")
@@ -234,7 +240,7 @@ def load_generator(weights: str | os.PathLike, genotype: GeneratorGenotype | Non
             raise WeightsMismatch(f"{weights}: the checkpoint's genotype differs from the one given")
         genotype, state = stored, state[CHECKPOINT_GENERATOR_KEY]
     elif genotype is None:
-        raise WeightsMismatch(f"{weights}: a bare state dict carries no genotype; pass --genotype")
+        raise WeightsMismatch(f"{weights}: a bare state dict carries no genotype; give its genotype too (tpsr or JSON)")
     model = Generator(genotype)
     try:
         load_generator_weights(model, state)

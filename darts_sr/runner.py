@@ -251,6 +251,7 @@ class Run(abc.ABC):
 
     def run(self) -> dict[str, Any]:
         from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
         self.started = time.time()
         writer = summary_writer(self.run_dir / self.files.tensorboard, purge_step=self.step or None)
@@ -259,7 +260,8 @@ class Run(abc.ABC):
         bar = tqdm(total=self.total_steps, initial=self.step, desc=self.label, unit="step", dynamic_ncols=True,
                    disable=not distributed.is_main())  # fmt: skip
         try:
-            with self.stop, bar:
+            # Log lines go through tqdm.write while the bar lives, so they are never glued onto it.
+            with self.stop, logging_redirect_tqdm(), bar:
                 while self.step < self.total_steps:
                     shown = self.one_step(writer)
                     bar.update(1)

@@ -35,7 +35,7 @@ from darts_sr.networks import (
 )
 from darts_sr.runner import Run, draw_batch
 from darts_sr.schedules import cosine
-from darts_sr.tensorboard_logs import Writer, as_markdown, log_scalars
+from darts_sr.tensorboard_logs import Writer, as_markdown, log_samples, log_scalars
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,7 @@ class Retrainer(Run):
         for name, value in score.values.items():
             if value is not None:
                 writer.add_scalar(f"val/{name}", value, self.step)
+        log_samples(writer, self.generator, self.val_pairs[: self.cfg.run.samples], self.step, self.device)
         if phase == "pixel" and score["psnr_y"] > self.best_psnr:
             self.best_psnr = score["psnr_y"]
             atomic_torch_save(self._model_file(record), self.run_dir / run_files.MODEL_PIXEL)

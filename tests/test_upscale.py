@@ -1,12 +1,13 @@
 """Tiled inference: the same pixels as one whole-image pass, bounded context, clear errors."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from darts_sr.genotype import TPSR, GeneratorGenotype, Node
+from darts_sr.inference import FALLBACK_OVERLAP, _cores, op_radius, receptive_radius, upscale_tiled
 from darts_sr.networks import Generator
-from darts_sr.upscale import FALLBACK_OVERLAP, _cores, op_radius, receptive_radius, upscale_tiled
 from operations import GENERATOR_OPS
 
 DIL_X3 = GeneratorGenotype((Node("dil_3x3", 0), Node("sep_7x7", 1), Node("skip", 0)), (2, 3), channels=8, scale=3)
@@ -152,3 +153,36 @@ def test_bad_arguments_raise_clear_errors(tpsr, kwargs, match, one_thread):
     args = {"model": tpsr, "lr": torch.rand(1, 3, 20, 20), "scale": 4, "tile": 8} | kwargs
     with pytest.raises(ValueError, match=match):
         upscale_tiled(**args)
+
+
+# --- upscale(): the library's one-call inference on uint8 images ------------------------------------------------------
+
+
+def test_upscale_takes_arrays_files_and_pil_images_and_quantises_as_evaluation(tpsr, tmp_path, one_thread):
+    from PIL import Image
+
+    from darts_sr import upscale
+    from darts_sr.evaluation import super_resolve
+
+    image = (np.random.default_rng(0).random((37, 29, 3)) * 255).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "in.png")
+    expected = super_resolve(tpsr, image)  # what evaluate.py scores and --save-images writes
+    assert np.array_equal(upscale(tpsr, image), expected)
+    assert np.array_equal(upscale(tpsr, tmp_path / "in.png"), expected)
+    assert np.array_equal(upscale(tpsr, str(tmp_path / "in.png")), expected)
+    assert np.array_equal(upscale(tpsr, Image.open(tmp_path / "in.png")), expected)
+    tiled = upscale(tpsr, image, tile=8)
+    assert tiled.dtype == np.uint8 and tiled.shape == (4 * 37, 4 * 29, 3)
+    assert np.abs(tiled.astype(int) - expected).max() <= 1  # float rounding may move a pixel across a .5 boundary
+
+
+def test_upscale_needs_a_scale_only_without_a_genotype(one_thread):
+    from darts_sr import upscale
+
+    model = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.PixelShuffle(2))
+    image = np.zeros((10, 12, 3), np.uint8)
+    with pytest.raises(ValueError, match="pass scale="):
+        upscale(model, image)
+    assert upscale(model, image, scale=2).shape == (20, 24, 3)
+    with pytest.raises(ValueError, match=r"uint8 \(H, W, 3\)"):
+        upscale(model, image.astype(np.float32), scale=2)

@@ -1,19 +1,27 @@
-"""Tiled inference: upscale images of any size with memory bounded by the tile size.
+"""Inference: upscale images of any size with memory bounded by the tile size.
 
-Images are float tensors in [0, 1], (B, 3, H, W) RGB, as everywhere in darts_sr. A generator's output pixel depends
-only on LR pixels within its receptive radius (``receptive_radius``), so tiles that carry at least that many LR pixels
-of context on every side they share with a neighbour give the same output as one pass over the whole image, up to
-float rounding.
+(Not ``darts_sr/upscale.py``: a submodule of that name would shadow the function ``darts_sr.upscale``.)
+
+``upscale(model, image)`` is the library's one-call inference: a uint8 (H, W, 3) array, an image file or a PIL image
+in, a quantised uint8 (sH, sW, 3) array out (the pixels ``darts-sr evaluate --save-images`` writes).
+``upscale_tiled`` works on float tensors in [0, 1], (B, 3, H, W) RGB, as everywhere in darts_sr.
+
+A generator's output pixel depends only on LR pixels within its receptive radius (``receptive_radius``), so tiles
+that carry at least that many LR pixels of context on every side they share with a neighbour give the same output as
+one pass over the whole image, up to float rounding.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from darts_sr.data import load_image, to_tensor, to_uint8
 from darts_sr.genotype import GeneratorGenotype
 from darts_sr.networks import upsample_factors
 from operations import build_op
@@ -25,6 +33,35 @@ log = logging.getLogger(__name__)
 FALLBACK_OVERLAP = 33
 
 STEM_RADIUS = 1  # the stem is a 3x3 conv
+
+# LR pixels per tile side for upscale() and `darts-sr upscale`: a 256x256 core plus the context is a few tens of MB of
+# activations for the default search space's generators, and large enough that the context costs little.
+DEFAULT_TILE = 256
+
+
+def upscale(
+    model: nn.Module,
+    image: np.ndarray | str | os.PathLike,
+    tile: int | None = DEFAULT_TILE,
+    overlap: int | None = None,
+    scale: int | None = None,
+) -> np.ndarray:
+    """Super-resolves one image: uint8 (H, W, 3) RGB array, image file or PIL image -> uint8 (sH, sW, 3).
+
+    Runs on the model's device, tile by tile (``upscale_tiled``: ``tile`` LR pixels per side, None for one pass over
+    the whole image); the output is clamped and rounded as evaluation does, and equals the whole-image output up to
+    float rounding. ``scale`` is needed only for a model without a generator genotype.
+    """
+    if isinstance(image, str | os.PathLike):
+        image = load_image(image)
+    elif not isinstance(image, np.ndarray) and hasattr(image, "convert"):  # a PIL image
+        image = np.asarray(image.convert("RGB"))
+    genotype = getattr(model, "genotype", None)
+    if scale is None:
+        if not isinstance(genotype, GeneratorGenotype):
+            raise ValueError("the model has no generator genotype to take the scale from; pass scale=")
+        scale = genotype.scale
+    return to_uint8(upscale_tiled(model, to_tensor(image), scale, tile=tile, overlap=overlap))
 
 
 def op_radius(op: str) -> int:

@@ -1,0 +1,54 @@
+"""``darts-sr``: one command for the whole pipeline (also ``python -m darts_sr``).
+
+Each subcommand is a module here (``compare`` is ``darts_sr.compare``) with ``main(argv=None, prog=None) -> int``;
+the module is imported only when its subcommand runs, so ``darts-sr --help`` answers at once. The repository's root
+scripts (``train_search.py``, ``train.py``, ``evaluate.py``, ``export.py``) call the same ``main``s.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from darts_sr import __version__
+
+PROG = "darts-sr"
+
+# name -> (module with main(argv, prog), one line for the command list)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "search": ("darts_sr.commands.search", "architecture search (stage 1 generator, stage 2 discriminator)"),
+    "train": ("darts_sr.commands.train", "retrain a genotype from scratch: pixel phase, then perceptual-adversarial"),
+    "evaluate": ("darts_sr.commands.evaluate", "score a generator on benchmarks: Y-PSNR/SSIM, LPIPS, NIQE, MACs"),
+    "compare": ("darts_sr.compare", "searched genotype vs TPSR vs random genotypes of matched MACs"),
+    "export": ("darts_sr.commands.export", "export a generator to ONNX"),
+    "upscale": ("darts_sr.commands.upscale", "super-resolve image files or folders with a trained generator"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    return (
+        f"usage: {PROG} [-h] [--version] COMMAND [ARGS ...]\n\n"
+        "Differentiable architecture search for tiny perceptual super-resolution.\n\n"
+        "commands:\n" + "\n".join(lines) + f"\n\n`{PROG} COMMAND --help` describes a command's options."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        print(usage(), file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if argv[0] == "--version":
+        print(f"{PROG} {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"{usage()}\n\nerror: unknown command {name!r} (choose from {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return module.main(rest, prog=f"{PROG} {name}")
