@@ -183,14 +183,28 @@ class SupernetConfig:
     # NHWC tensors for the supernet and the discriminator during the search: the same arithmetic, and on CPU the
     # sep ops' depthwise convolutions run about twice as fast; a search step 12% faster (bench/search_step.py)
     channels_last: bool = True
+    # How architecture parameters become the computation (darts_sr.relaxation): sampled = hard Gumbel paths with
+    # straight-through gradients, one op per node per step; mixed = DARTS's softmax mixture of every op.
+    strategy: typing.Literal["mixed", "sampled"] = "sampled"
+    # Affine-free search BN on the stem and every op, output = gate-weighted mean x a learnable gain, so that the
+    # input and output weights cannot act as amplitude knobs (darts_sr.supernet).
+    normalize: bool = True
+    tau_start: float = 2.0  # sampled: Gumbel temperature when the architecture starts to move...
+    tau_end: float = 0.2  # ...annealed exponentially to this at the last step
 
 
 @dataclasses.dataclass
 class CostConfig:
-    budget_macs: float | None = None  # MACs at 720p output; None = TPSR's at this scale
-    penalty: typing.Literal["none", "hinge", "abs", "square"] = "hinge"
+    target_macs: float | None = None  # MACs at 720p output; None = TPSR's at this scale
+    # log_ratio: weight * loss * max(0, |log(MACs / target)| - log(1 + dead_zone)), two-sided and scaled by the
+    # loss so its gradient stays commensurate with the loss's; hinge/abs/square: weight * f(MACs / target - 1).
+    penalty: typing.Literal["none", "hinge", "abs", "square", "log_ratio"] = "log_ratio"
     weight: float = 1.0
-    tolerance: float = 0.05  # derived generator must fit budget * (1 + tolerance) when the penalty is on
+    # derived: the argmax network's exact MACs (straight-through gradient), i.e. what derivation will cost;
+    # expected: E[MACs] with soft liveness, which sits far below the derived cost while the search is undecided.
+    measure: typing.Literal["derived", "expected"] = "derived"
+    dead_zone: float = 0.01  # log_ratio: no penalty within +-1% of the target
+    tolerance: float = 0.03  # derivation must land within target * (1 +- tolerance); above it the repair fires
 
 
 def make_loss_config(table: dict[str, LossTerm]) -> type:
@@ -227,7 +241,12 @@ class OptimConfig:
     weight_lr: float = 1e-3
     weight_lr_min: float = 1e-5  # cosine schedule floor
     arch_lr: float = 3e-4
+    arch_lr_min: float | None = None  # cosine decay of the architecture learning rate after the warm-up; None = flat
     arch_weight_decay: float = 1e-3
+    # adamw: decoupled decay (the default); adam: L2 added to the gradient, which against the tiny L1 gradients of
+    # SR holds |alpha| near 0 so the op probabilities never leave uniform (kept for ablation)
+    arch_optimizer: typing.Literal["adam", "adamw"] = "adamw"
+    # second: DARTS's unrolled step, its virtual weight step preconditioned like the weight optimizer's Adam step
     order: typing.Literal["first", "second"] = "first"
     grad_clip: float | None = 5.0
 

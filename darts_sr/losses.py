@@ -266,17 +266,24 @@ class GeneratorLoss(nn.Module):
         return sum(terms.values()), terms
 
 
-def cost_penalty(expected_macs: Tensor, budget: float, form: str, weight: float) -> tuple[Tensor, dict[str, float]]:
-    """``weight * f(E[MACs] / budget - 1)`` with f = hinge (only above budget), abs or square."""
-    excess = expected_macs / budget - 1
-    term = {
-        "none": excess * 0,
-        "hinge": torch.relu(excess),
-        "abs": excess.abs(),
-        "square": excess.square(),
-    }[form]
-    penalty = weight * term
-    return penalty, {
-        "penalty/cost": float(penalty.detach()),
-        "cost/expected_gmacs": float(expected_macs.detach()) / 1e9,
-    }
+def cost_penalty(
+    macs: Tensor, target: float, form: str, weight: float, loss: Tensor | None = None, dead_zone: float = 0.0
+) -> tuple[Tensor, dict[str, float]]:
+    """The cost term added to an architecture loss, and what to log of it.
+
+    ``log_ratio`` (two-sided): ``weight * loss * max(0, |log(macs / target)| - log(1 + dead_zone))`` with the loss
+    detached: its gradient is ``weight * loss / macs * d macs``, scale-free in MACs and proportional to the loss,
+    so one weight serves any target and any loss level (FBNet's multiplicative idea). ``hinge`` / ``abs`` /
+    ``square``: ``weight * f(macs / target - 1)``, one-sided for hinge; ``none``: zero.
+    """
+    ratio = macs / target
+    if form == "log_ratio":
+        if loss is None:
+            raise ValueError("the log_ratio cost penalty scales with the loss: pass loss")
+        excess = torch.relu(ratio.log().abs() - math.log1p(dead_zone))
+        penalty = weight * loss.detach() * excess
+    else:
+        excess = ratio - 1
+        term = {"none": excess * 0, "hinge": torch.relu(excess), "abs": excess.abs(), "square": excess.square()}[form]
+        penalty = weight * term
+    return penalty, {"penalty/cost": float(penalty.detach()), "cost/macs_ratio": float(ratio.detach())}

@@ -15,11 +15,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from darts_sr import distributed, run_files
-from darts_sr.architect import arch_gradients
+from darts_sr.architect import adam_preconditioner, arch_gradients
 from darts_sr.config import SearchConfig
 from darts_sr.data import PatchSampler, centre_crop, load_dataset, load_training_pairs, split_halves
 from darts_sr.discriminator import Discriminator, load_discriminator_genotype
@@ -30,16 +31,29 @@ from darts_sr.losses import GeneratorLoss, cost_penalty
 from darts_sr.networks import generator_macs, generator_params
 from darts_sr.plots import genotype_graph, probability_evolution, probability_heatmap
 from darts_sr.runner import Run, draw_batch
-from darts_sr.schedules import cosine
+from darts_sr.schedules import cosine, exponential
 from darts_sr.supernet import GeneratorSupernet
 from darts_sr.tensorboard_logs import Writer, log_epoch, log_samples, log_scalars
 
 log = logging.getLogger(__name__)
 
 
-def default_budget(scale: int) -> float:
+def default_target(scale: int) -> float:
     """TPSR's MACs at 720p output, for TPSR's wiring at this scale."""
     return float(generator_macs(replace(TPSR, scale=scale)))
+
+
+def search_diagnostics(genotype: GeneratorGenotype) -> dict[str, int]:
+    """Numbers that say what shape a search found: depth (longest stem-to-output path, in ops) and how many of
+    the derived nodes read the stem."""
+    depth = [0] * (len(genotype.nodes) + 1)  # depth[0] = the stem
+    for k, node in enumerate(genotype.nodes, start=1):
+        depth[k] = depth[node.input] + 1
+    return {
+        "depth": max(depth[o] for o in genotype.outputs),
+        "nodes_on_stem": sum(node.input == 0 for node in genotype.nodes),
+        "nodes": len(genotype.nodes),
+    }
 
 
 class GeneratorSearch(Run):
@@ -56,7 +70,9 @@ class GeneratorSearch(Run):
         self.arch_sampler = PatchSampler(arch_half, cfg.data.patch_size, scale)
         self.val_pairs = centre_crop(load_dataset(cfg.data.val, scale, split="val"), cfg.data.val_crop, scale)
         s = cfg.supernet
-        self.supernet = GeneratorSupernet(s.nodes, s.channels, scale, s.ops, s.input_window).to(self.device)
+        self.supernet = GeneratorSupernet(
+            s.nodes, s.channels, scale, s.ops, s.input_window, s.strategy, s.normalize
+        ).to(self.device)
         self.criterion = GeneratorLoss.from_config(cfg.loss).to(self.device)
         self.perceptual_pretrained = self.criterion.perceptual_pretrained
         self.discriminator = None
@@ -71,11 +87,13 @@ class GeneratorSearch(Run):
                 self.discriminator.to(memory_format=torch.channels_last)
         distributed.broadcast_module(self.supernet)
         distributed.broadcast_module(self.discriminator)
-        self.budget = cfg.cost.budget_macs or default_budget(scale)
+        self.target = cfg.cost.target_macs or default_target(scale)
         o = cfg.optim
         self.total_steps = o.epochs * o.steps_per_epoch
+        self.arch_start = o.warmup_epochs * o.steps_per_epoch
         self.w_optimizer = torch.optim.Adam(self.supernet.weight_parameters(), lr=o.weight_lr)
-        self.a_optimizer = torch.optim.Adam(
+        arch_optimizer = torch.optim.AdamW if o.arch_optimizer == "adamw" else torch.optim.Adam
+        self.a_optimizer = arch_optimizer(
             self.supernet.arch_parameters(), lr=o.arch_lr, betas=(0.5, 0.999), weight_decay=o.arch_weight_decay
         )
         self.d_optimizer = (
@@ -115,11 +133,11 @@ class GeneratorSearch(Run):
         total, losses = generator_loss(sr, gt, self.criterion, self.discriminator)
         details = {f"arch/{k}": float(v.detach()) for k, v in losses.items()}
         if with_penalty:
-            penalty, cost = cost_penalty(
-                self.supernet.expected_macs(), self.budget, self.cfg.cost.penalty, self.cfg.cost.weight
-            )
+            c = self.cfg.cost
+            macs = self.supernet.argmax_macs() if c.measure == "derived" else self.supernet.expected_macs()
+            penalty, cost = cost_penalty(macs, self.target, c.penalty, c.weight, total, c.dead_zone)
             total = total + penalty
-            details |= cost
+            details |= cost | {"cost/penalised_gmacs": float(macs.detach()) / 1e9}
         return total, details
 
     def _arch_step(self, train_batch, val_batch) -> dict[str, float]:
@@ -135,13 +153,16 @@ class GeneratorSearch(Run):
             return self._loss(*train_batch, with_penalty=False)[0]
 
         self.a_optimizer.zero_grad(set_to_none=True)
+        weights = self.supernet.weight_parameters()
+        second = self.cfg.optim.order == "second"
         loss = arch_gradients(
             self.supernet.arch_parameters(),
-            self.supernet.weight_parameters(),
+            weights,
             train_loss,
             val_loss,
             order=self.cfg.optim.order,
             xi=self.w_optimizer.param_groups[0]["lr"],
+            precondition=adam_preconditioner(self.w_optimizer, weights) if second else None,
         )
         distributed.average_gradients(self.supernet.arch_parameters())
         grads_finite = all(torch.isfinite(p.grad).all() for p in self.supernet.arch_parameters())
@@ -149,19 +170,25 @@ class GeneratorSearch(Run):
             self.a_optimizer.step()
         return details | {"arch/l_val_total": float(loss)}
 
-    def _set_lr(self) -> float:
-        o = self.cfg.optim
+    def _set_schedules(self) -> dict[str, float]:
+        """Weight and architecture learning rates and the sampling temperature for this step."""
+        o, s = self.cfg.optim, self.cfg.supernet
         lr = cosine(self.step, self.total_steps, o.weight_lr, o.weight_lr_min)
+        arch_step, arch_total = max(0, self.step - self.arch_start), self.total_steps - self.arch_start
+        arch_lr = o.arch_lr if o.arch_lr_min is None else cosine(arch_step, arch_total, o.arch_lr, o.arch_lr_min)
+        self.supernet.relaxation.tau = exponential(arch_step, arch_total, s.tau_start, s.tau_end)
         for group in self.w_optimizer.param_groups:
             group["lr"] = lr
-        return lr
+        for group in self.a_optimizer.param_groups:
+            group["lr"] = arch_lr
+        return {"weight": lr, "arch": arch_lr}
 
     def one_step(self, writer: Writer) -> dict[str, Any]:
         cfg, o = self.cfg, self.cfg.optim
         bs = cfg.data.batch_size
         weight_batch = draw_batch(self.weight_sampler, bs, self.data_generator, self.device)
         arch_batch = draw_batch(self.arch_sampler, bs, self.data_generator, self.device)
-        lr_now = self._set_lr()
+        lrs = self._set_schedules()
         epoch = self.step // o.steps_per_epoch
         logs: dict[str, float] = {}
         if epoch >= o.warmup_epochs:
@@ -172,24 +199,27 @@ class GeneratorSearch(Run):
         )  # fmt: skip
         self.step += 1
         if self.step % cfg.run.log_every == 0:
-            lrs = {"weight": lr_now, "arch": self.a_optimizer.param_groups[0]["lr"]}
+            logs["relaxation/temperature"] = self.supernet.relaxation.tau
             log_scalars(writer, self.step, losses, logs, lrs)
         if self.step % o.steps_per_epoch == 0:
             self._end_epoch(writer, epoch + 1)
         return {"loss": losses["l_g_total"]} if losses else {}
 
-    def derive(self) -> GeneratorGenotype:
+    def derive(self) -> tuple[GeneratorGenotype, dict]:
+        """The derived genotype and the derivation's report (argmax MACs, repair swaps)."""
         c = self.cfg
-        max_macs = None if c.cost.penalty == "none" else self.budget * (1 + c.cost.tolerance)
-        return self.supernet.derive(c.supernet.max_skip_nodes, max_macs)
+        tol = c.cost.tolerance
+        window = None if c.cost.penalty == "none" else (self.target * (1 - tol), self.target * (1 + tol))
+        return self.supernet.derive_with_report(c.supernet.max_skip_nodes, window=window)
 
     def _end_epoch(self, writer: Writer, epoch: int) -> None:
         scale = self.cfg.data.scale
         score = evaluate_pairs(self.supernet, self.val_pairs, "val", scale, device=self.device)
-        genotype = self.derive()
+        genotype, report = self.derive()
         with torch.no_grad():
             expected = float(self.supernet.expected_macs())
             op_probs = self.supernet.op_probs()
+            entropies = self.supernet.entropies()
         record = {
             "epoch": epoch,
             "step": self.step,
@@ -198,9 +228,13 @@ class GeneratorSearch(Run):
             "derived_macs_720p": generator_macs(genotype),
             "derived_params": generator_params(genotype),
             "genotype": genotype.to_dict(),
+            "argmax_macs_720p": report["argmax_macs"],
+            "window_changes": report["window_changes"],
             "op_probs": op_probs.cpu().tolist(),
             # How decided the op choices are: the mean over nodes of each node's largest probability.
             "max_prob": float(op_probs.max(dim=1).values.mean()),
+            "entropy": entropies.cpu().tolist(),
+            **search_diagnostics(genotype),
         }
         self.history.append(record)
         save_genotype(genotype, self.run_dir / self.files.history_file(epoch))
@@ -212,6 +246,22 @@ class GeneratorSearch(Run):
         )  # fmt: skip
 
     # --- TensorBoard -------------------------------------------------------------------------
+
+    def log_start(self, writer: Writer) -> None:
+        super().log_start(writer)
+        net = self.supernet
+        nodes = [f"node{k + 1:02d}" for k in range(net.num_nodes)]
+        # One chart per node with a line per op (TensorBoard's Custom Scalars tab), not one chart per probability.
+        writer.add_custom_scalars({
+            "op probabilities": {n: ["Multiline", [f"prob/{n}/{op}" for op in net.op_names]] for n in nodes},
+            "input probabilities": {n: ["Multiline", [f"prob/{n}/input_.*"]] for n in nodes},
+            "decidedness": {
+                "entropy per node": ["Multiline", ["entropy/node.*"]],
+                "mean max op probability": ["Multiline", ["arch/max_op_prob"]],
+                "shape": ["Multiline", ["arch/depth", "arch/nodes_on_stem"]],
+            },
+            "cost": {"GMACs": ["Multiline", ["cost/derived_gmacs", "cost/expected_gmacs_epoch", "cost/penalised_.*"]]},
+        })  # fmt: skip
 
     def _log_epoch(self, writer: Writer, record: dict, genotype: GeneratorGenotype) -> None:
         step, net = self.step, self.supernet
@@ -239,19 +289,74 @@ class GeneratorSearch(Run):
             "cost/expected_gmacs_epoch": record["expected_macs_720p"] / 1e9,
             "cost/derived_params": record["derived_params"],
             "arch/max_op_prob": record["max_prob"],
+            "arch/depth": record["depth"],
+            "arch/nodes_on_stem": record["nodes_on_stem"],
+            **{f"entropy/node{k + 1:02d}": e for k, e in enumerate(record["entropy"])},
         })  # fmt: skip
         log_samples(writer, net, self.val_pairs[: self.cfg.run.samples], step, self.device)
 
     def stage_summary(self) -> dict[str, Any]:
-        genotype = GeneratorGenotype.from_dict(self.history[-1]["genotype"]) if self.history else self.derive()
+        if self.history:
+            last = self.history[-1]
+            genotype = GeneratorGenotype.from_dict(last["genotype"])
+        else:
+            genotype, report = self.derive()
+            last = {"argmax_macs_720p": report["argmax_macs"], "window_changes": report["window_changes"]}
         save_genotype(genotype, self.run_dir / run_files.GENERATOR_GENOTYPE)
-        last = self.history[-1] if self.history else {}
+        if last.get("window_changes"):
+            log.warning(
+                "the argmax network (%.3f GMACs) is outside the target window: %d node(s) take the most probable "
+                "ops that fit it", last["argmax_macs_720p"] / 1e9, last["window_changes"],
+            )  # fmt: skip
         return {
             "genotype": genotype.to_dict(),
             "params": generator_params(genotype),
             "macs_720p": generator_macs(genotype),
-            "budget_macs_720p": self.budget,
+            "target_macs_720p": self.target,
+            "argmax_macs_720p": last.get("argmax_macs_720p"),
+            "window_changes": last.get("window_changes", 0),
+            **search_diagnostics(genotype),
+            "max_op_prob": last.get("max_prob"),
+            "strategy": self.cfg.supernet.strategy,
             "supernet_val_psnr": last.get("val_psnr_supernet"),
             "epochs": self.cfg.optim.epochs,
             "perceptual_backbone": BACKBONE_LABEL[self.perceptual_pretrained],
         }
+
+
+def save_run_figures(run_dir: Path, out_dir: Path) -> list[Path]:
+    """The search's TensorBoard pictures of its last epoch as PNG files: op-probability heatmap, derived genotype
+    and op-probability evolution, from the run's checkpoint history (``python -m darts_sr.search RUN OUT``)."""
+    import matplotlib.pyplot as plt
+
+    from darts_sr.io import load_checkpoint
+
+    state = load_checkpoint(Path(run_dir) / run_files.GENERATOR_SEARCH.checkpoint)
+    history = [r for r in state["history"] if "op_probs" in r]
+    if not history:
+        raise ValueError(f"{run_dir}: no epoch with op probabilities in the history")
+    ops = list(state["config"]["supernet"]["ops"])
+    last = history[-1]
+    genotype = GeneratorGenotype.from_dict(last["genotype"])
+    nodes = [f"node {k + 1}" for k in range(len(last["op_probs"]))]
+    figures = {
+        "op_probs": probability_heatmap(
+            np.array(last["op_probs"]), nodes, ops, f"op probabilities, epoch {last['epoch']}"
+        ),
+        "genotype": genotype_graph(genotype, f"derived genotype, epoch {last['epoch']}"),
+        "op_prob_evolution": probability_evolution(history, ops),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, fig in figures.items():
+        paths.append(out_dir / f"{name}.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+if __name__ == "__main__":
+    import sys
+
+    for written in save_run_figures(Path(sys.argv[1]), Path(sys.argv[2])):
+        print(written)

@@ -1,29 +1,42 @@
-"""The generator supernet: every node mixes its candidate inputs and its candidate ops.
+"""The generator supernet: every node chooses an input and an op; gates choose the nodes summed at the output.
 
 Architecture parameters (all ``nn.Parameter``s, kept apart from the weights):
 
-- ``alpha``  (N, n_ops): softmax over ops, per node;
-- ``beta``   (N, N): softmax over a node's candidate inputs (stem or an earlier node), masked;
-- ``gamma``  (N,): independent sigmoid gates, one per node, for membership in the output sum.
+- ``alpha``  (N, n_ops): logits over ops, per node;
+- ``beta``   (N, N): logits over a node's candidate inputs (stem or an earlier node), masked;
+- ``gamma``  (N,): one gate logit per node, for membership in the output.
 
-Mixing is per node: a node first mixes its inputs, then applies every op once to that mixture.
-Per-edge mixing (DARTS) would run every op on every candidate input, N(N+1)/2 instead of N op
-sets: 5.5x the op evaluations for N = 10 (bench/search_step.py measures the step time).
+The relaxation (``darts_sr.relaxation``: ``mixed`` or ``sampled``) turns them into the weights the forward pass
+uses. Mixing is per node: a node first mixes its inputs, then applies its ops to that mixture (every op under
+``mixed``, the sampled one under ``sampled``). Per-edge mixing (DARTS) would run every op on every candidate input,
+N(N+1)/2 instead of N op sets: 5.5x the op evaluations for N = 10 (bench/search_step.py measures the step time).
+
+``normalize`` (search-time only, as DARTS's affine-free search BN): the stem's and every op's output pass
+through an affine-free BatchNorm, and the output is the gate-weighted *mean* of the node states times one
+learnable gain (a weight, not an architecture parameter). Without it, states shrink with depth and the input and
+output weights work as gain knobs: the loss wants amplitude, so every node drifts onto the stem and every gate
+opens, whatever the quality of the shapes. The derived ``Generator`` stays TPSR-style, without normalisation.
 
 Macro structure, mean shift and upsampler are those of ``darts_sr.networks.Generator``.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from darts_sr.genotype import GeneratorGenotype, Node, live_nodes, prune
 from darts_sr.networks import REFERENCE_LR_SIZE, MeanShift, Upsampler, generator_macs, upsampler_macs
+from darts_sr.relaxation import gate_probabilities, make_relaxation, one_hot_argmax, probabilities, straight_through
 from operations import OPS, build_op, conv_macs
 
-MASKED = -1e9
+log = logging.getLogger(__name__)
+
+INITIAL_GAIN = 64.0
 
 
 class GeneratorSupernet(nn.Module):
@@ -36,6 +49,8 @@ class GeneratorSupernet(nn.Module):
         scale: int = 4,
         ops: tuple[str, ...] = ("conv_3x3", "skip"),
         input_window: int | None = None,
+        strategy: str = "mixed",
+        normalize: bool = False,
     ):
         super().__init__()
         if nodes < 1:
@@ -43,12 +58,24 @@ class GeneratorSupernet(nn.Module):
         for op in ops:
             if op not in OPS:
                 raise KeyError(f"unknown operation {op!r} in the search space; known: {', '.join(OPS)}")
+        if set(ops) <= {"none"}:
+            raise ValueError("the search space needs an op other than 'none'")
         self.num_nodes, self.channels, self.scale, self.op_names = nodes, channels, scale, tuple(ops)
+        self.relaxation, self.normalize = make_relaxation(strategy), normalize
         self.mean_shift = MeanShift()
         self.stem = nn.Conv2d(3, channels, 3, padding=1)
         self.node_ops = nn.ModuleList(nn.ModuleList(build_op(op, channels) for op in ops) for _ in range(nodes))
         self.output_act = nn.PReLU(1)
         self.upsampler = Upsampler(channels, scale)
+        if normalize:
+            self.stem_norm = nn.BatchNorm2d(channels, affine=False)
+            self.op_norms = nn.ModuleList(
+                nn.ModuleList(nn.BatchNorm2d(channels, affine=False) for _ in ops) for _ in range(nodes)
+            )
+            # The output's amplitude: a weight, trained on the train half. It starts near the standard deviation of
+            # natural images on TPSR's 0-255 scale (~64), so that unit-variance states reach the upsampler at the
+            # amplitude an unnormalised generator has (from 1, Adam would need thousands of steps to get there).
+            self.gain = nn.Parameter(torch.tensor(INITIAL_GAIN))
         self.alpha = nn.Parameter(1e-3 * torch.randn(nodes, len(ops)))
         self.beta = nn.Parameter(1e-3 * torch.randn(nodes, nodes))
         self.gamma = nn.Parameter(1e-3 * torch.randn(nodes))
@@ -73,27 +100,68 @@ class GeneratorSupernet(nn.Module):
     # --- probabilities -----------------------------------------------------------------------
 
     def op_probs(self) -> Tensor:  # (N, n_ops)
-        return F.softmax(self.alpha, dim=-1)
+        return probabilities(self.alpha)
 
     def input_probs(self) -> Tensor:  # (N, N), row k-1: over states 0..N-1, zero where masked
-        return F.softmax(self.beta.masked_fill(~self.input_mask, MASKED), dim=-1)
+        return probabilities(self.beta, self.input_mask)
 
     def output_probs(self) -> Tensor:  # (N,)
-        return torch.sigmoid(self.gamma)
+        return gate_probabilities(self.gamma)
+
+    def entropies(self) -> Tensor:
+        """(N,) entropy of each node's op distribution, in nats (log(n_ops) when uniform, 0 when decided)."""
+        p = self.op_probs()
+        return -(p * p.clamp_min(1e-12).log()).sum(dim=-1)
 
     # --- forward -----------------------------------------------------------------------------
 
     def forward(self, x: Tensor) -> Tensor:
-        op_p, in_p, out_p = self.op_probs(), self.input_probs(), self.output_probs()
-        states = [self.stem(self.mean_shift.to_model(x))]  # each (B, C, H, W)
+        r, training = self.relaxation, self.training
+        op_w, in_w = r.choice(self.alpha, training=training), r.choice(self.beta, self.input_mask, training)
+        out_w = r.gates(self.gamma, training)
+        stem = self.stem(self.mean_shift.to_model(x))
+        states = [self.stem_norm(stem) if self.normalize else stem]  # each (B, C, H, W)
         for k, ops in enumerate(self.node_ops):
             candidates = torch.stack(states, dim=0)  # (k+1, B, C, H, W)
-            mixed_input = torch.einsum("s,sbchw->bchw", in_p[k, : k + 1], candidates)
-            states.append(sum(w * op(mixed_input) for w, op in zip(op_p[k], ops)))
-        body = torch.einsum("n,nbchw->bchw", out_p, torch.stack(states[1:], dim=0))
+            mixed_input = torch.einsum("s,sbchw->bchw", in_w[k, : k + 1], candidates)
+            chosen = op_w[k].detach().nonzero().flatten().tolist() if r.sparse else range(len(ops))
+            states.append(sum(op_w[k, j] * self._op_output(k, j, mixed_input) for j in chosen))
+        nodes = torch.stack(states[1:], dim=0)  # (N, B, C, H, W)
+        if self.normalize:
+            body = self.gain * torch.einsum("n,nbchw->bchw", out_w / out_w.sum(), nodes)
+        else:
+            body = torch.einsum("n,nbchw->bchw", out_w, nodes)
         return self.mean_shift.from_model(self.upsampler(self.output_act(body)))
 
+    def _op_output(self, node: int, op: int, x: Tensor) -> Tensor:
+        out = self.node_ops[node][op](x)
+        return self.op_norms[node][op](out) if self.normalize else out
+
     # --- cost --------------------------------------------------------------------------------
+
+    def argmax_macs(self, lr_height: int | None = None, lr_width: int | None = None) -> Tensor:
+        """Exact MACs of the argmax network (before the skip cap and the budget repair), differentiable by
+        straight-through: the value is what argmax derivation costs, the gradient that of the expected cost there.
+        What the cost penalty acts on, so that it acts on what is derived."""
+        op_p, in_p, out_p = self.op_probs(), self.input_probs(), self.output_probs()
+        op_hard = one_hot_argmax(op_p.masked_fill(self._none_mask(), -1.0))
+        out_hard = (out_p > 0.5).to(out_p.dtype)
+        if not bool(out_hard.any()):
+            out_hard = one_hot_argmax(out_p)
+        return expected_macs(
+            straight_through(op_hard, op_p),
+            straight_through(one_hot_argmax(in_p), in_p),
+            straight_through(out_hard, out_p),
+            self.op_macs_per_pixel,
+            self.channels,
+            self.scale,
+            lr_height,
+            lr_width,
+        )
+
+    def _none_mask(self) -> Tensor:
+        """(n_ops,) True for ``none``, which a derived generator may not contain (DARTS drops it too)."""
+        return torch.tensor([op == "none" for op in self.op_names], device=self.alpha.device)
 
     def expected_macs(self, lr_height: int | None = None, lr_width: int | None = None) -> Tensor:
         """E[MACs] of the derived generator, differentiable in the architecture parameters."""
@@ -111,15 +179,31 @@ class GeneratorSupernet(nn.Module):
     # --- discretisation ----------------------------------------------------------------------
 
     def derive(self, max_skip_nodes: int | None = None, max_macs: float | None = None) -> GeneratorGenotype:
-        """The most likely discrete generator, dead nodes pruned.
+        return self.derive_with_report(max_skip_nodes, max_macs)[0]
+
+    def derive_with_report(
+        self,
+        max_skip_nodes: int | None = None,
+        max_macs: float | None = None,
+        window: tuple[float, float] | None = None,
+    ) -> tuple[GeneratorGenotype, dict]:
+        """The most likely discrete generator, dead nodes pruned, and a report: ``argmax_macs`` (before the skip
+        cap and any budget rule), ``window_changes`` (nodes whose op the window selection changed),
+        ``repair_swaps`` (ops the repair changed) and ``over_budget`` (still above ``max_macs`` after it).
+
+        ``none`` is never chosen (a node that computes nothing is expressed by not reading it).
 
         ``max_skip_nodes`` caps parameter-free ``skip`` nodes (P-DARTS's remedy for DARTS's drift
         toward skip): the least confident skips above the cap take their best other op.
-        ``max_macs`` makes cheaper choices, least costly in probability first, until the
-        derived generator fits (the cost penalty should already have done most of this).
+        ``window=(low, high)``: when the argmax network's MACs fall outside it, the ops of the live nodes are
+        chosen as the most probable combination (largest sum of log-probabilities) whose MACs lie inside it,
+        exactly, by dynamic programming over the nodes (inputs and outputs stay the argmax ones).
+        ``max_macs`` (the older rule) makes cheaper choices, least costly in probability first, until the
+        derived generator fits.
         """
         with torch.no_grad():
             op_p, in_p, out_p = self.op_probs(), self.input_probs(), self.output_probs()
+            op_p = op_p.masked_fill(self._none_mask(), 0.0)
         choice = op_p.argmax(dim=1).tolist()
         inputs = in_p.argmax(dim=1).tolist()
         outputs = tuple(k + 1 for k in range(self.num_nodes) if out_p[k] > 0.5) or (int(out_p.argmax()) + 1,)
@@ -130,18 +214,83 @@ class GeneratorSupernet(nn.Module):
             nodes = tuple(Node(self.op_names[o], i) for o, i in zip(choice, inputs))
             return prune(nodes, outputs, self.channels, self.scale)
 
+        argmax_macs = generator_macs(genotype(choice))
         skip = self.op_names.index("skip") if "skip" in self.op_names else None
         if max_skip_nodes is not None and skip is not None:
             live_skips = sorted((k - 1 for k in live if choice[k - 1] == skip), key=lambda k: -op_p[k, skip].item())
             for k in live_skips[max_skip_nodes:]:
                 choice[k] = next(o for o in op_p[k].argsort(descending=True).tolist() if o != skip)
+        changes = 0
+        if window is not None and not window[0] <= generator_macs(genotype(choice)) <= window[1]:
+            fixed = generator_macs(genotype(choice)) - self._body_macs(choice, live)
+            within = self._most_probable_in_window(op_p, live, window, fixed, max_skip_nodes, skip)
+            if within is None:
+                log.warning("derive: no choice of ops fits %.3f-%.3f GMACs", window[0] / 1e9, window[1] / 1e9)
+            else:
+                changes = sum(choice[k] != within[k] for k in range(self.num_nodes))
+                choice = within
+        swaps = 0
         if max_macs is not None:
             while generator_macs(genotype(choice)) > max_macs:
                 step = self._cheapest_downgrade(choice, live, op_p, exclude=skip)
                 if step is None:
                     break
                 choice[step[0]] = step[1]
-        return genotype(choice)
+                swaps += 1
+        derived = genotype(choice)
+        over = max_macs is not None and generator_macs(derived) > max_macs
+        if swaps or over:
+            log.warning(
+                "derive: the argmax network costs %.3f GMACs; the budget repair made %d swap(s)%s",
+                argmax_macs / 1e9, swaps, ", and it is still over the budget" if over else "",
+            )  # fmt: skip
+        report = {"argmax_macs": argmax_macs, "window_changes": changes, "repair_swaps": swaps, "over_budget": over}
+        return derived, report
+
+    def _body_macs(self, choice: list[int], live: list[int]) -> int:
+        h, w = REFERENCE_LR_SIZE[self.scale]
+        return int(sum(int(self.op_macs_per_pixel[choice[k - 1]]) for k in live)) * h * w
+
+    def _most_probable_in_window(
+        self, op_p: Tensor, live: list[int], window: tuple[float, float], fixed: int, max_skips: int | None,
+        skip: int | None,
+    ) -> list[int] | None:  # fmt: skip
+        """Per node, the op of the most probable combination whose MACs lie in ``window`` (skip cap kept)."""
+        h, w = REFERENCE_LR_SIZE[self.scale]
+        low = max(0, math.ceil((window[0] - fixed) / (h * w)))
+        high = math.floor((window[1] - fixed) / (h * w))  # bounds on the live nodes' MACs per LR pixel
+        if high < low:
+            return None
+        cost = [int(c) for c in self.op_macs_per_pixel.tolist()]
+        log_p = op_p.clamp_min(1e-30).log().tolist()
+        options = [o for o, name in enumerate(self.op_names) if name != "none"]
+        skips = len(live) if max_skips is None else min(max_skips, len(live))
+        best = np.full((skips + 1, high + 1), -np.inf)  # best[s, m]: largest log-probability, s skips, m MACs/pixel
+        best[0, 0] = 0.0
+        back = []
+        for k in live:
+            new = np.full_like(best, -np.inf)
+            arg = np.full(best.shape, -1, dtype=np.int16)
+            for o in options:
+                c, ds = cost[o], int(o == skip)
+                if c > high:
+                    continue
+                cand = np.full_like(best, -np.inf)
+                cand[ds:, c:] = best[: skips + 1 - ds, : high + 1 - c] + log_p[k - 1][o]
+                better = cand > new
+                new[better], arg[better] = cand[better], o
+            best = new
+            back.append(arg)
+        s, m = np.unravel_index(np.argmax(best[:, low:]), best[:, low:].shape)
+        m += low
+        if not np.isfinite(best[s, m]):
+            return None
+        choice = op_p.argmax(dim=1).tolist()
+        for k, arg in zip(reversed(live), reversed(back)):
+            o = int(arg[s, m])
+            choice[k - 1] = o
+            s, m = s - int(o == skip), m - cost[o]
+        return choice
 
     def _cheapest_downgrade(self, choice: list[int], live: list[int], op_p: Tensor, exclude: int | None):
         """(node, op): the cheaper op that gives up least probability per MAC saved, or None."""
@@ -149,7 +298,7 @@ class GeneratorSupernet(nn.Module):
         for k in (k - 1 for k in live):
             current = choice[k]
             for c in range(len(self.op_names)):
-                if c == exclude or macs[c] >= macs[current]:
+                if c == exclude or self.op_names[c] == "none" or macs[c] >= macs[current]:
                     continue
                 price = (op_p[k, current] - op_p[k, c]).item() / (macs[current] - macs[c]).item()
                 if best is None or price < best[0]:

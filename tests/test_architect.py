@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from darts_sr.architect import arch_gradients
+from darts_sr.architect import adam_preconditioner, arch_gradients
 from darts_sr.supernet import GeneratorSupernet
 
 
@@ -21,20 +21,24 @@ def _tiny_problem():
     return net, train_loss, val_loss
 
 
-def test_second_order_gradient_matches_finite_differences():
+@pytest.mark.parametrize("preconditioned", [False, True])
+def test_second_order_gradient_matches_finite_differences(preconditioned):
+    """DARTS's SGD virtual step, and the same with a diagonal preconditioner (the shape of Adam's step)."""
     net, train_loss, val_loss = _tiny_problem()
     xi = 0.5
     arch, weights = net.arch_parameters(), net.weight_parameters()
-    arch_gradients(arch, weights, train_loss, val_loss, order="second", xi=xi)
+    gen = torch.Generator().manual_seed(1)
+    scales = [0.2 + torch.rand(p.shape, generator=gen, dtype=p.dtype) for p in weights] if preconditioned else None
+    arch_gradients(arch, weights, train_loss, val_loss, order="second", xi=xi, precondition=scales)
     analytic = torch.cat([p.grad.flatten() for p in arch])
 
     def unrolled_val_loss() -> float:
-        # L_val(w - xi * dL_train/dw, a) for the current a, weights restored afterwards.
+        # L_val(w - xi * P dL_train/dw, a) for the current a, weights restored afterwards.
         w0 = [p.detach().clone() for p in weights]
         grads = torch.autograd.grad(train_loss(), weights)
         with torch.no_grad():
-            for p, g in zip(weights, grads):
-                p.sub_(xi * g)
+            for i, (p, g) in enumerate(zip(weights, grads)):
+                p.sub_(xi * (g if scales is None else scales[i] * g))
             value = val_loss().item()
             for p, w in zip(weights, w0):
                 p.copy_(w)
@@ -82,3 +86,25 @@ def test_unknown_order_is_refused():
     net, train_loss, val_loss = _tiny_problem()
     with pytest.raises(ValueError, match="third"):
         arch_gradients(net.arch_parameters(), net.weight_parameters(), train_loss, val_loss, order="third")
+
+
+def test_adam_preconditioner_makes_the_virtual_step_the_size_of_adams_step():
+    net, train_loss, _ = _tiny_problem()
+    weights = net.weight_parameters()
+    optimizer = torch.optim.Adam(weights, lr=1e-3)
+    assert adam_preconditioner(optimizer, weights) == [None] * len(weights)  # no state yet
+    for _ in range(3):
+        optimizer.zero_grad()
+        train_loss().backward()
+        optimizer.step()
+    before = [p.detach().clone() for p in weights]
+    optimizer.zero_grad()
+    train_loss().backward()
+    grads = [p.grad.clone() for p in weights]
+    scales = adam_preconditioner(optimizer, weights)
+    optimizer.step()
+    real = torch.cat([(b - p.detach()).flatten() for b, p in zip(before, weights)]).norm()
+    virtual = torch.cat([(1e-3 * s * g).flatten() for s, g in zip(scales, grads)]).norm()
+    plain = torch.cat([(1e-3 * g).flatten() for g in grads]).norm()
+    assert 0.3 < virtual / real < 3  # the preconditioned virtual step is of Adam's size...
+    assert plain / real < 0.1  # ...where DARTS's plain one (xi = Adam's learning rate) is far smaller

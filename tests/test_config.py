@@ -45,8 +45,8 @@ def test_yaml_file_errors_name_the_file(tmp_path):
 
 
 def test_values_parse_and_round_trip():
-    c = load_config(SearchConfig, None, ["cost.budget_macs=2e9", "supernet.input_window=3", "data.train=[a, b]"])
-    assert c.cost.budget_macs == 2e9 and c.supernet.input_window == 3 and c.data.train == ("a", "b")
+    c = load_config(SearchConfig, None, ["cost.target_macs=2e9", "supernet.input_window=3", "data.train=[a, b]"])
+    assert c.cost.target_macs == 2e9 and c.supernet.input_window == 3 and c.data.train == ("a", "b")
     again = load_config(SearchConfig, None, [])
     assert to_dict(again) == to_dict(SearchConfig())
 

@@ -22,7 +22,7 @@ TINY_G = GeneratorGenotype(nodes=(Node("conv_3x3", 0), Node("sep_3x3", 1)), outp
 TINY = {
     "data": {"patch_size": 8, "batch_size": 2, "val_crop": 12},
     "supernet": {"nodes": 2, "channels": 4, "ops": ["conv_3x3", "skip"]},
-    "cost": {"budget_macs": 2.0e8},
+    "cost": {"target_macs": 2.0e8},
     "loss": {"pixel": 1.0, "perceptual": 0.0, "adversarial": 0.005},
     "discriminator": {"base_width": 4},
     "optim": {"epochs": 1, "steps_per_epoch": 2, "warmup_epochs": 0},

@@ -149,3 +149,131 @@ def test_channels_last_computes_the_same_outputs_and_gradients():
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+# --- the relaxation, normalisation and cost control of the search ---------------------------------------------------
+
+
+class _Scaled(torch.nn.Module):
+    def __init__(self, op: torch.nn.Module, factor: float):
+        super().__init__()
+        self.op, self.factor = op, factor
+
+    def forward(self, x):
+        return self.factor * self.op(x)
+
+
+def _output_and_arch_grads(net: GeneratorSupernet, x: torch.Tensor):
+    net.zero_grad()
+    out = net(x)
+    out.square().mean().backward()
+    return out.detach(), [p.grad.clone() for p in net.arch_parameters()]
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_scaling_one_op_output_is_no_signal_when_states_are_normalised(normalize):
+    """With search-time normalisation, an op's amplitude cannot be learned through the architecture weights: scaling
+    one node's op output by a constant leaves the output and the architecture gradients as they were. Without it
+    (today's unnormalised supernet) the same scaling changes both."""
+    net = _supernet(nodes=4, channels=4, normalize=normalize).double()
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.normal_(0, 0.3)
+    x = torch.rand(4, 3, 8, 8, dtype=torch.float64)
+    before = _output_and_arch_grads(net, x)
+    net.node_ops[1][net.op_names.index("conv_5x5")] = _Scaled(net.node_ops[1][net.op_names.index("conv_5x5")], 10.0)
+    after = _output_and_arch_grads(net, x)
+    changes = [((a - b).norm() / a.norm()).item() for a, b in zip([before[0], *before[1]], [after[0], *after[1]])]
+    if normalize:
+        assert max(changes) < 1e-3, changes  # batch norm's eps is all that is left
+    else:
+        assert min(changes) > 1e-2, changes
+
+
+def test_sampled_strategy_runs_one_op_per_node_and_reaches_every_logit():
+    net = _supernet(nodes=4, channels=4, strategy="sampled", normalize=True)
+    calls = []
+    for k, ops in enumerate(net.node_ops):
+        for j, op in enumerate(ops):
+            op.register_forward_hook(lambda *a, k=k, j=j: calls.append((k, j)))
+    out = net(torch.rand(2, 3, 8, 8))
+    assert sorted(k for k, _ in calls) == [0, 1, 2, 3]  # one op per node
+    out.mean().backward()
+    # Straight-through: every gate logit gets a gradient, and within a node on the output path every op logit
+    # does, not only the sampled op's.
+    assert (net.gamma.grad != 0).all()
+    assert ((net.alpha.grad != 0).all(dim=1)).any()
+    net.eval()
+    with torch.no_grad():
+        assert torch.equal(net(torch.ones(1, 3, 8, 8)), net(torch.ones(1, 3, 8, 8)))  # eval = the argmax path
+
+
+def test_none_is_searchable_but_never_derived():
+    net = _supernet(nodes=3, channels=4)
+    net = GeneratorSupernet(3, 4, 4, ("none", "conv_3x3", "skip"))
+    with torch.no_grad():
+        net.alpha[:, 0] = 5.0  # none is the most likely op everywhere
+    derived = net.derive(max_skip_nodes=2)
+    assert all(n.op != "none" for n in derived.nodes)
+    assert net.argmax_macs().item() == pytest.approx(generator_macs(derived), rel=1e-6)
+
+
+def test_argmax_macs_is_the_derived_cost_and_has_a_gradient_below_target():
+    """The regime the search starts in: the derived network is far below TPSR's MACs. The penalty must push."""
+    net = _supernet()
+    target = generator_macs(TPSR)
+    macs = net.argmax_macs()
+    derived, report = net.derive_with_report()
+    assert macs.item() == pytest.approx(report["argmax_macs"], rel=1e-6) and macs.item() < 0.8 * target
+    penalty, _ = cost_penalty(macs, target, "log_ratio", 1.0, loss=torch.tensor(0.05), dead_zone=0.01)
+    grads = torch.autograd.grad(penalty, net.arch_parameters())
+    assert all(g.abs().sum() > 0 for g in grads)
+    # A step down the gradient raises the expected cost: it points toward the target.
+    with torch.no_grad():
+        before = net.expected_macs().item()
+        for p, g in zip(net.arch_parameters(), grads):
+            p -= 100.0 * g / g.norm()
+        assert net.expected_macs().item() > before
+
+
+@pytest.mark.parametrize("target", [2.0e9, generator_macs(TPSR)])
+def test_cost_penalty_alone_lands_the_derived_network_on_the_target(target):
+    net = _supernet()
+    optimizer = torch.optim.AdamW(net.arch_parameters(), lr=0.05, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 300, eta_min=1e-3)  # as optim.arch_lr_min does
+    for _ in range(300):
+        optimizer.zero_grad()
+        cost_penalty(net.argmax_macs(), target, "log_ratio", 1.0, loss=torch.tensor(1.0), dead_zone=0.01)[0].backward()
+        optimizer.step()
+        schedule.step()
+    derived, report = net.derive_with_report(max_skip_nodes=2, max_macs=1.03 * target)
+    assert report["repair_swaps"] == 0
+    # The argmax alone lands within +-7% (one conv_3x3 -> conv_5x5 flip is 6.6% of TPSR's MACs)...
+    assert abs(report["argmax_macs"] / target - 1) <= 0.07
+    # ...and the most probable ops inside the +-3% window close the rest without any repair.
+    derived, report = net.derive_with_report(max_skip_nodes=2, window=(0.97 * target, 1.03 * target))
+    assert abs(generator_macs(derived) / target - 1) <= 0.03 and report["repair_swaps"] == 0
+
+
+def test_window_selection_is_the_most_probable_choice_inside_the_window():
+    """Against brute force on a small supernet: the dynamic programme finds the best combination in the window."""
+    import itertools
+
+    net = GeneratorSupernet(3, 16, 4, ("conv_3x3", "conv_5x5", "sep_3x3", "skip"))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        net.alpha.normal_(0, 1.0)
+        net.beta.fill_(0.0)
+        net.gamma.fill_(5.0)  # all three nodes are outputs: all live, all read the stem
+    log_p = net.op_probs().log()
+    nodes = lambda ops: tuple(Node(net.op_names[o], 0) for o in ops)  # noqa: E731
+    combos = itertools.product(range(4), repeat=3)
+    macs = {ops: generator_macs(GeneratorGenotype(nodes(ops), (1, 2, 3))) for ops in combos}
+    argmax_macs = generator_macs(net.derive(max_skip_nodes=1))
+    above = sorted(m for m in set(macs.values()) if m > 1.2 * argmax_macs)
+    low, high = above[0], above[min(5, len(above) - 1)]  # a window the argmax network misses
+    inside = [ops for ops, m in macs.items() if low <= m <= high and sum(o == 3 for o in ops) <= 1]
+    best = max(inside, key=lambda ops: sum(log_p[k, o].item() for k, o in enumerate(ops)))
+    derived, report = net.derive_with_report(max_skip_nodes=1, window=(low, high))
+    assert report["window_changes"] > 0 and len(inside) > 3
+    assert derived.nodes == nodes(best)

@@ -1,0 +1,201 @@
+"""Does the supernet rank architectures as standalone training does? Kendall's tau between the two rankings.
+
+    python -m darts_sr.rank_check runs/search --samples 12 --recipe configs/compare_cpu.yaml
+
+Samples ``--samples`` genotypes within ``--tolerance`` of the search's target MACs (the project's own sampler,
+the search's ops, node count and skip cap), then scores each twice on a validation slice held out of the
+training images (never a reported benchmark):
+
+1. with the supernet's inherited weights: the architecture parameters set to the genotype, the search-time
+   batch norms recalibrated on training batches of that path (their running statistics are shared by every
+   path), Y-PSNR of the argmax network;
+2. standalone: ``Generator(genotype)`` retrained from scratch with the recipe's pixel phase, Y-PSNR at the end.
+
+Standalone results are records, one JSON per genotype in ``--records`` (keyed by genotype and recipe), written as
+each lands and reused by every later call: the same samples serve every search run with the same target, and an
+interrupted check continues where it stopped. The result, with tau and its p-value, goes to
+``<run>/rank_check.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from scipy.stats import kendalltau
+
+from darts_sr import cli, run_files
+from darts_sr.config import SearchConfig, TrainConfig, load_config, to_dict
+from darts_sr.data import PatchSampler, list_images, load_dataset, parse_data_spec
+from darts_sr.discriminator import SRGAN_DISCRIMINATOR
+from darts_sr.evaluation import evaluate_pairs
+from darts_sr.genotype import GeneratorGenotype, load_generator_genotype
+from darts_sr.io import atomic_write_text, load_checkpoint
+from darts_sr.networks import generator_macs, load_generator
+from darts_sr.runner import prepare_run_folder, save_config
+from darts_sr.sampling import matched_random_genotypes
+from darts_sr.search import default_target
+from darts_sr.supernet import GeneratorSupernet
+from darts_sr.train import Retrainer
+
+log = logging.getLogger("rank_check")
+
+# The validation slice: 20 BSD200 images, fixed by name, held out of the training images of both rankings.
+HOLDOUT = tuple(
+    f"{n}.png"
+    for n in (
+        "100075", "100080", "100098", "103041", "104022", "105019", "105053", "106020", "106025", "108041",
+        "108073", "109034", "112082", "113009", "113016", "113044", "117054", "118020", "118035", "12003",
+    )
+)  # fmt: skip
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", type=Path, help="a search run folder (config.yaml and checkpoints/last.pt)")
+    p.add_argument("--samples", type=int, default=12, help="how many genotypes (default 12)")
+    p.add_argument("--tolerance", type=float, default=0.03, help="MACs window around the target (default ±3%%)")
+    p.add_argument("--recipe", type=Path, default=Path("configs/compare_cpu.yaml"), help="standalone recipe")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
+    p.add_argument("--records", type=Path, default=Path("results/rank_check"), help="standalone records folder")
+    p.add_argument("--split-dir", type=Path, default=Path("runs/rank_check_split"), help="where the split's links go")
+    p.add_argument("--seed", type=int, default=0, help="genotype sampling seed")
+    p.add_argument("--calibration-batches", type=int, default=20)
+    p.add_argument("--only-standalone", action="store_true", help="train the missing records, skip the supernet")
+    p.add_argument(
+        "--benchmark", action="append", metavar="NAME=PATH",
+        help="benchmarks each standalone model is also scored on, for reporting only (default: Set5 and Set14)",
+    )  # fmt: skip
+    p.add_argument("--also", action="append", default=[], metavar="GENOTYPE.json",
+                   help="more genotypes (e.g. searched ones) to retrain and place among the samples")  # fmt: skip
+    return p.parse_args(argv)
+
+
+DEFAULT_BENCHMARKS = ("Set5=../shared/anchors/tpsr/Set5", "Set14=../shared/datasets/Set14")
+
+
+def holdout_split(train_specs: tuple[str, ...], holdout: tuple[str, ...], where: Path) -> tuple[list[str], str]:
+    """Training folders without the holdout images, and a folder of the holdout: symbolic links, no copies."""
+    train_dirs, val_dir = [], where / "val"
+    val_dir.mkdir(parents=True, exist_ok=True)
+    for spec in train_specs:
+        name, _, path = spec.rpartition("=")
+        target = where / (name or Path(path).name)
+        target.mkdir(parents=True, exist_ok=True)
+        for image in list_images(path):
+            link = (val_dir if image.name in holdout else target) / image.name
+            if not link.exists():
+                link.symlink_to(image.resolve())
+        train_dirs.append(str(target))
+    if len(list(val_dir.iterdir())) != len(holdout):
+        raise SystemExit(f"error: {val_dir}: expected the {len(holdout)} holdout images in the training folders")
+    return train_dirs, str(val_dir)
+
+
+def record_key(genotype: GeneratorGenotype, recipe: dict) -> str:
+    text = json.dumps({"genotype": genotype.to_dict(), "recipe": recipe}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def standalone_record(
+    genotype: GeneratorGenotype, recipe: TrainConfig, records: Path, work: Path, benchmarks: list[tuple[str, str]]
+) -> dict:
+    """``genotype`` retrained with ``recipe`` (pixel phase): its record, trained now if it has none. The model kept
+    is the recipe's best on the holdout slice; benchmarks are scored with it for reporting, never for choosing."""
+    key = record_key(genotype, to_dict(recipe))
+    path = records / f"{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    run_dir = work / key
+    resume = (run_dir / run_files.RETRAIN.checkpoint).is_file()
+    run_dir = prepare_run_folder(run_dir, resume=resume, overwrite=not resume)
+    if not resume:
+        save_config(run_dir, to_dict(recipe))
+    summary = Retrainer(recipe, genotype, SRGAN_DISCRIMINATOR, run_dir, resume=resume).run()
+    model = load_generator(run_dir / run_files.MODEL_PIXEL)
+    scores = {name: evaluate_pairs(model, load_dataset(p, genotype.scale), name, genotype.scale)["psnr_y"]
+              for name, p in benchmarks}  # fmt: skip
+    record = {
+        "genotype": genotype.to_dict(), "macs_720p": generator_macs(genotype), "recipe": to_dict(recipe),
+        "seed": recipe.run.seed, "val_psnr": summary["best_val_psnr_pixel"], "benchmark_psnr": scores,
+        "steps": summary["steps"], "wall_time_s": summary["wall_time_s"],
+    }  # fmt: skip
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    return record
+
+
+@torch.no_grad()
+def supernet_psnr(net: GeneratorSupernet, genotype: GeneratorGenotype, sampler, val_pairs, batches: int) -> float:
+    """Y-PSNR of the argmax path ``genotype`` with inherited weights, after recalibrating the search batch norms."""
+    net.set_genotype(genotype, confidence=30.0)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    net.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the calibration batches
+        m.train()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(batches if norms else 0):
+        lq, _gt = sampler.sample(16, generator)
+        net(lq)
+    net.eval()
+    return evaluate_pairs(net, val_pairs, "holdout", net.scale)["psnr_y"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli.setup_logging()
+    args = parse_args(argv)
+    return cli.run(lambda: rank_check(args))
+
+
+def rank_check(args: argparse.Namespace) -> None:
+    search = load_config(SearchConfig, args.run / run_files.CONFIG)
+    s = search.supernet
+    target = search.cost.target_macs or default_target(search.data.scale)
+    genotypes = matched_random_genotypes(
+        args.samples, target, args.tolerance, args.seed, ops=tuple(o for o in s.ops if o != "none"), nodes=s.nodes,
+        channels=s.channels, scale=search.data.scale, input_window=s.input_window, max_skip_nodes=s.max_skip_nodes,
+    )  # fmt: skip
+    recipe = load_config(TrainConfig, args.recipe, [*args.set, "gan_phase.steps=0"])
+    train_dirs, val_dir = holdout_split(recipe.data.train, HOLDOUT, args.split_dir)
+    recipe = replace(recipe, data=replace(recipe.data, train=tuple(train_dirs), val=val_dir))
+    work = args.split_dir.parent / "rank_check_runs"
+    benchmarks = [parse_data_spec(b) for b in args.benchmark or DEFAULT_BENCHMARKS]
+    samples = [standalone_record(g, recipe, args.records, work, benchmarks) for g in genotypes]
+    extra = [standalone_record(load_generator_genotype(a), recipe, args.records, work, benchmarks) for a in args.also]
+    standalone = [r["val_psnr"] for r in samples]
+    for spec, record in zip(args.also, extra):
+        above = sum(record["val_psnr"] > v for v in standalone)
+        log.info("%s: holdout %.3f dB, above %d of %d samples; %s", spec, record["val_psnr"], above, len(standalone),
+                 record["benchmark_psnr"])  # fmt: skip
+    if args.only_standalone:
+        return
+    net = GeneratorSupernet(s.nodes, s.channels, search.data.scale, s.ops, s.input_window, s.strategy, s.normalize)
+    net.load_state_dict(load_checkpoint(args.run / run_files.GENERATOR_SEARCH.checkpoint)["supernet"])
+    scale = search.data.scale
+    train_pairs = [p for d in train_dirs for p in load_dataset(d, scale)]
+    sampler = PatchSampler(train_pairs, search.data.patch_size, scale)
+    val_pairs = load_dataset(val_dir, scale)
+    inherited = [supernet_psnr(net, g, sampler, val_pairs, args.calibration_batches) for g in genotypes]
+    tau, p_value = kendalltau(inherited, standalone)
+    result = {
+        "run": str(args.run), "samples": args.samples, "target_macs_720p": target, "tolerance": args.tolerance,
+        "tau": float(tau), "p_value": float(p_value), "recipe": str(args.recipe),
+        "genotypes": [
+            {"genotype": g.to_dict(), "macs_720p": generator_macs(g), "supernet_psnr": a, "standalone_psnr": b}
+            for g, a, b in zip(genotypes, inherited, standalone)
+        ],
+        "also": [{"genotype": spec, **record} for spec, record in zip(args.also, extra)],
+    }  # fmt: skip
+    atomic_write_text(args.run / "rank_check.json", json.dumps(result, indent=2) + "\n")
+    print(f"Kendall tau {tau:.3f} (p = {p_value:.3f}) over {args.samples} genotypes")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
