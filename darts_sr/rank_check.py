@@ -68,6 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="genotype sampling seed")
     p.add_argument("--calibration-batches", type=int, default=20)
     p.add_argument("--only-standalone", action="store_true", help="train the missing records, skip the supernet")
+    p.add_argument("--shard", default="0/1", metavar="I/N",
+                   help="with --only-standalone: train samples i, i+N, ... (N processes share the work)")  # fmt: skip
     p.add_argument(
         "--benchmark", action="append", metavar="NAME=PATH",
         help="benchmarks each standalone model is also scored on, for reporting only (default: Set5 and Set14)",
@@ -167,6 +169,11 @@ def rank_check(args: argparse.Namespace) -> None:
     recipe = replace(recipe, data=replace(recipe.data, train=tuple(train_dirs), val=val_dir))
     work = args.split_dir.parent / "rank_check_runs"
     benchmarks = [parse_data_spec(b) for b in args.benchmark or DEFAULT_BENCHMARKS]
+    if args.only_standalone:
+        index, count = (int(v) for v in args.shard.split("/"))
+        for g in [*genotypes, *map(load_generator_genotype, args.also)][index::count]:
+            standalone_record(g, recipe, args.records, work, benchmarks)
+        return
     samples = [standalone_record(g, recipe, args.records, work, benchmarks) for g in genotypes]
     extra = [standalone_record(load_generator_genotype(a), recipe, args.records, work, benchmarks) for a in args.also]
     standalone = [r["val_psnr"] for r in samples]
@@ -174,8 +181,6 @@ def rank_check(args: argparse.Namespace) -> None:
         above = sum(record["val_psnr"] > v for v in standalone)
         log.info("%s: holdout %.3f dB, above %d of %d samples; %s", spec, record["val_psnr"], above, len(standalone),
                  record["benchmark_psnr"])  # fmt: skip
-    if args.only_standalone:
-        return
     net = GeneratorSupernet(s.nodes, s.channels, search.data.scale, s.ops, s.input_window, s.strategy, s.normalize)
     net.load_state_dict(load_checkpoint(args.run / run_files.GENERATOR_SEARCH.checkpoint)["supernet"])
     scale = search.data.scale

@@ -12,6 +12,7 @@ import logging
 
 from darts_sr import cli, distributed, run_files
 from darts_sr.config import ConfigError, SearchConfig, load_config, to_dict
+from darts_sr.evaluation import format_value
 from darts_sr.runner import add_file_logging, prepare_run_folder, save_config
 from darts_sr.search import GeneratorSearch
 from darts_sr.search_discriminator import DiscriminatorSearch
@@ -101,5 +102,5 @@ def search(args: argparse.Namespace) -> None:
             "(all-conv_3x3 reference %.3f G); generator val Y-PSNR %s dB",
             summary["wall_time_s"], run_dir, run_files.DISCRIMINATOR_GENOTYPE, summary["params"], summary["macs"] / 1e9,
             summary["macs_size"],
-            summary["reference_macs"] / 1e9, summary["generator_val_psnr"],
+            summary["reference_macs"] / 1e9, format_value(summary["generator_val_psnr"], 2),
         )  # fmt: skip

@@ -14,6 +14,7 @@ from darts_sr import cli, distributed, run_files
 from darts_sr.config import ConfigError, TrainConfig, load_config, to_dict
 from darts_sr.data import parse_data_spec
 from darts_sr.discriminator import load_discriminator_genotype
+from darts_sr.evaluation import format_value
 from darts_sr.genotype import load_generator_genotype, save_genotype
 from darts_sr.runner import add_file_logging, prepare_run_folder, save_config
 from darts_sr.train import Retrainer
@@ -75,8 +76,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         out = cli.run_folder(args, "train")
         summary = build(args, out).run()
         log.info(
-            "done in %.0f s: %s; best pixel-phase val Y-PSNR %s; models %s",
-            summary["wall_time_s"], out, summary["best_val_psnr_pixel"], ", ".join(summary["models"]),
+            "done in %.0f s: %s; best pixel-phase val Y-PSNR %s dB; models %s",
+            summary["wall_time_s"], out, format_value(summary["best_val_psnr_pixel"], 2), ", ".join(summary["models"]),
         )  # fmt: skip
 
     return cli.run(train)
