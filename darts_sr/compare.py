@@ -1,184 +1,309 @@
-"""The evidence: a searched genotype against TPSR and K random genotypes of matched MACs, all
-retrained under one recipe and one seed, evaluated on the same benchmarks.
+"""The evidence: searched genotypes against random ones of matched MACs and TPSR, each retrained under one recipe
+with several training seeds, with statistics that say whether the search beat random sampling.
 
-    darts-sr compare --searched runs/search/genotype_generator.json --config compare_cpu --out runs/compare
+    darts-sr compare --search-runs runs/search_s0 runs/search_s1 --random 20 --config compare_cpu \\
+        --seeds tpsr=3 --seeds searched_0=3 --out results/compare_cpu
+    darts-sr compare --report results/compare_cpu            # tables, statistics and plot from the records alone
 
-Each model trains in ``<out>/<name>/`` (a ``train.py`` run folder); a finished one is reused and an
-interrupted one resumed, so the command can be rerun after a stop. Results: ``results.json``,
-``results.md`` and ``psnr_vs_macs.png`` in ``<out>``.
+Models: ``searched_<i>`` (each ``--search-runs`` folder's ``genotype_generator.json``, then each ``--searched``
+file), ``tpsr``, and ``random_<i>``, drawn uniformly from the searched genotypes' search space (same ops, nodes and
+skip cap) within ``--tolerance`` of ``--target-macs`` (default: the searched genotypes' mean MACs) by rejection.
+Each is retrained with seeds 0..R-1 (``--train-seeds R``, per model ``--seeds NAME=R``).
+
+Honest split: with ``data.val: holdout`` in the recipe, the 20 BSD200 images of ``rank_check.HOLDOUT`` are taken
+out of the training folders and are the only images checkpoints are chosen on; the ``--benchmark`` sets are
+scored for reporting only (a recipe validating on a benchmark is refused).
+
+Each finished model is a record, ``<out>/<model>_seed<k>.json`` (small, meant to be committed; ``darts_sr.records``
+says what is in it). A rerun skips recorded models and resumes an interrupted one from its run folder in
+``--work``, so the comparison can be finished later, on another machine, or by several processes (``--shard``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
+import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from darts_sr import cli, run_files
-from darts_sr.config import TrainConfig, load_config, to_dict
+import torch
+
+from darts_sr import cli, records, run_files
+from darts_sr.config import ConfigError, SearchConfig, SupernetConfig, TrainConfig, load_config, to_dict
 from darts_sr.data import bicubic_upscale, load_dataset, parse_data_spec
 from darts_sr.discriminator import load_discriminator_genotype
-from darts_sr.evaluation import evaluate_pairs, format_value, score_images
-from darts_sr.genotype import TPSR, load_generator_genotype, save_genotype
-from darts_sr.io import atomic_write_text
-from darts_sr.metrics import METRICS, MetricSettings, create_scorers
+from darts_sr.evaluation import evaluate_pairs, score_images
+from darts_sr.genotype import TPSR, GeneratorGenotype, load_generator_genotype, save_genotype
+from darts_sr.metrics import MetricSettings, create_scorers
 from darts_sr.networks import generator_macs, generator_params, load_generator
+from darts_sr.rank_check import DEFAULT_BENCHMARKS, HOLDOUT, holdout_split
+from darts_sr.records import markdown_table  # noqa: F401  (the per-record table, also used by tests)
 from darts_sr.runner import prepare_run_folder, save_config
 from darts_sr.sampling import matched_random_genotypes
+from darts_sr.search import default_target
 from darts_sr.train import Retrainer
-from operations import GENERATOR_SEARCH_SPACE
 
 log = logging.getLogger("compare")
 MODEL_FILES = {"pixel": run_files.MODEL_PIXEL, "gan": run_files.MODEL_GAN}
+HOLDOUT_VAL = "holdout"  # the data.val value that asks for the held-out slice
 
 
 def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--searched", required=True, help="the searched generator genotype (JSON)")
-    p.add_argument("--config", required=True, metavar="PRESET|FILE.yaml", help="training recipe: a preset or YAML file")
-    p.add_argument("--random", type=int, default=3, help="how many random genotypes (default 3)")
-    p.add_argument("--tolerance", type=float, default=0.05, help="MACs window for random genotypes (default ±5%%)")
-    p.add_argument("--benchmark", action="append", metavar="NAME=PATH", help="evaluation sets (default: builtin)")
-    p.add_argument("--out", type=Path, help="output folder (default: runs/compare-<time>)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
-    p.add_argument("--seed", type=int, help="overrides run.seed (training and random sampling)")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N; overrides run.device")
+    g = p.add_argument_group("models")
+    g.add_argument("--search-runs", nargs="+", action="extend", default=[], metavar="RUN",
+                   help="search run folders; each gives its genotype_generator.json and its search space")  # fmt: skip
+    g.add_argument("--searched", action="append", default=[], metavar="GENOTYPE.json", help="a searched genotype")
+    g.add_argument("--random", type=int, default=20, metavar="K", help="random genotypes of matched MACs (20)")
+    g.add_argument("--target-macs", type=float, help="MACs@720p the random genotypes match (default: searched mean)")
+    g.add_argument("--tolerance", type=float, default=0.03, help="MACs window around the target (default ±3%%)")
+    g.add_argument("--sample-seed", type=int, default=0, help="seed of the random genotypes (default 0)")
+    g.add_argument("--train-seeds", type=int, default=1, metavar="R", help="training seeds 0..R-1 per model (1)")
+    g.add_argument("--seeds", action="append", default=[], metavar="NAME=R", help="per model, e.g. tpsr=3")
+    t = p.add_argument_group("training and evaluation")
+    t.add_argument("--config", metavar="PRESET|FILE.yaml", help="training recipe: a preset (compare_cpu) or YAML file")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
+    t.add_argument("--benchmark", action="append", metavar="NAME=PATH",
+                   help="reported sets, never used for choosing (default: Set5 and Set14 from ../shared)")  # fmt: skip
+    t.add_argument("--device", help="auto, cpu, cuda or cuda:N; overrides run.device")
+    t.add_argument("--shard", default="0/1", metavar="I/N", help="train models i, i+N, ... (N processes share)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", type=Path, default=Path("results/compare"), help="records folder (results/compare)")
+    o.add_argument("--work", type=Path, help="run folders (default: runs/<name of --out>)")
+    o.add_argument("--report", type=Path, metavar="RESULTS", help="only rebuild the report of RESULTS from records")
+    o.add_argument("--versus", type=Path, metavar="RESULTS", help="with the report: Kendall tau against RESULTS")
     return p.parse_args(argv)
-
-
-def candidates(searched_path: str, count: int, tolerance: float, seed: int) -> dict:
-    searched = load_generator_genotype(searched_path)
-    models = {"searched": searched}
-    if searched.scale == TPSR.scale:
-        models["tpsr"] = TPSR
-    randoms = matched_random_genotypes(
-        count, generator_macs(searched), tolerance, seed,
-        ops=GENERATOR_SEARCH_SPACE, nodes=max(10, len(searched.nodes)), channels=searched.channels,
-        scale=searched.scale,
-    )  # fmt: skip
-    models |= {f"random_{i + 1}": g for i, g in enumerate(randoms)}
-    return models
-
-
-def train_one(name: str, genotype, config: TrainConfig, out: Path) -> None:
-    run_dir = out / name
-    if (run_dir / run_files.RETRAIN.summary).is_file():
-        log.info("%s: already trained, reusing %s", name, run_dir)
-        return
-    resume = (run_dir / run_files.RETRAIN.checkpoint).is_file()
-    run_dir = prepare_run_folder(run_dir, resume=resume, overwrite=not resume)
-    if not resume:
-        save_config(run_dir, to_dict(config))
-        save_genotype(genotype, run_dir / run_files.GENERATOR_GENOTYPE)
-    d_genotype = load_discriminator_genotype(config.discriminator.genotype)
-    log.info("%s: training %s (%d params, %.3f GMACs@720p)", name, run_dir, generator_params(genotype),
-             generator_macs(genotype) / 1e9)  # fmt: skip
-    Retrainer(config, genotype, d_genotype, run_dir, resume=resume).run()
-
-
-def evaluate_all(models: dict, out: Path, benchmarks: list[tuple[str, str]], scale: int, device: str) -> list[dict]:
-    scorers = create_scorers(settings=MetricSettings(device=device))
-    sets = {name: load_dataset(path, scale) for name, path in benchmarks}
-    rows = [_bicubic_row(sets, scale, scorers)]
-    for name, genotype in models.items():
-        for phase, file in MODEL_FILES.items():
-            path = out / name / file
-            if not path.is_file():
-                continue
-            model = load_generator(path).to(device)
-            scores = {
-                set_name: evaluate_pairs(model, pairs, set_name, scale, scorers, device).record()
-                for set_name, pairs in sets.items()
-            }
-            rows.append({
-                "model": name, "phase": phase, "genotype": genotype.to_dict(),
-                "params": generator_params(genotype), "macs_720p": generator_macs(genotype), "scores": scores,
-            })  # fmt: skip
-    return rows
-
-
-def _bicubic_row(sets: dict, scale: int, scorers: dict) -> dict:
-    scores = {
-        set_name: score_images(((bicubic_upscale(p.lq, scale), p) for p in pairs), set_name, scale, scorers).record()
-        for set_name, pairs in sets.items()
-    }
-    return {"model": "bicubic", "phase": "-", "genotype": None, "params": 0, "macs_720p": 0, "scores": scores}
-
-
-def markdown_table(rows: list[dict], set_names: list[str]) -> str:
-    """One row per model and phase; per benchmark, one column per metric the rows carry (``METRICS`` order)."""
-    metrics = [m for m in METRICS if any(m in r["scores"][s] for r in rows for s in set_names)]
-    head = "| model | phase | params | GMACs@720p | " + " | ".join(
-        f"{s} {METRICS[m].label}" for s in set_names for m in metrics
-    )
-    lines = [head + " |", "|" + "---|" * (4 + len(metrics) * len(set_names))]
-    for r in rows:
-        cells = [r["model"], r["phase"], f"{r['params']:,}", f"{r['macs_720p'] / 1e9:.3f}"]
-        for s in set_names:
-            cells += [format_value(r["scores"][s].get(m), METRICS[m].digits) for m in metrics]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def plot(rows: list[dict], set_name: str, path: Path) -> None:
-    from darts_sr.plots import plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for phase, marker in (("pixel", "o"), ("gan", "s")):
-        for r in rows:
-            if r["phase"] != phase or r["scores"][set_name]["psnr_y"] is None:
-                continue
-            colour = {"searched": "tab:red", "tpsr": "tab:blue"}.get(r["model"], "0.5")
-            x, y = r["macs_720p"] / 1e9, r["scores"][set_name]["psnr_y"]
-            ax.scatter([x], [y], marker=marker, color=colour)
-            ax.annotate(f"{r['model']} ({phase})", (x, y), fontsize=7, xytext=(4, 2), textcoords="offset points")
-    bicubic = next(r for r in rows if r["model"] == "bicubic")["scores"][set_name]["psnr_y"]
-    if bicubic is not None:
-        ax.axhline(bicubic, color="0.7", linestyle="--", linewidth=1, label="bicubic")
-        ax.legend(fontsize=7)
-    ax.set_xlabel("GMACs for a 1280x720 output")
-    ax.set_ylabel(f"{set_name} Y-PSNR (dB)")
-    ax.set_title("retrained under one recipe: o pixel phase, s GAN phase", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     cli.setup_logging()
     args = parse_args(argv, prog)
-    out = args.out or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
-    return cli.run(lambda: compare(args, out), "; rerun the same command to continue")
+    args.command = f"{prog or 'python -m darts_sr.compare'} {shlex.join(sys.argv[1:] if argv is None else argv)}"
+    if args.report is not None:
+        return cli.run(lambda: print(records.report(args.report, args.versus)))
+    return cli.run(lambda: compare(args), "; rerun the same command to continue")
 
 
-def compare(args: argparse.Namespace, out: Path) -> None:
-    started = time.time()
-    overrides = list(args.set)
-    if args.seed is not None:
-        overrides.append(f"run.seed={args.seed}")
-    if args.device:
-        overrides.append(f"run.device={args.device}")
-    config = load_config(TrainConfig, cli.resolve_config(args.config), overrides)
-    cli.check_run_device(config.run, from_flag=bool(args.device))
-    benchmarks = [parse_data_spec(b) for b in args.benchmark or ["builtin=builtin"]]
-    models = candidates(args.searched, args.random, args.tolerance, config.run.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(out, to_dict(config))
-    for name, genotype in models.items():
-        save_genotype(genotype, out / "genotypes" / f"{name}.json")
-    for name, genotype in models.items():
-        train_one(name, genotype, config, out)
-    rows = evaluate_all(models, out, benchmarks, config.data.scale, config.run.device)
-    set_names = [name for name, _ in benchmarks]
-    table = markdown_table(rows, set_names)
-    meta = {"command": " ".join(sys.argv), "wall_time_s": round(time.time() - started, 1), "seed": config.run.seed}
-    atomic_write_text(out / "results.json", json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    atomic_write_text(out / "results.md", table + "\n")
-    plot(rows, set_names[0], out / "psnr_vs_macs.png")
-    print(table)
+# --- the models -----------------------------------------------------------------------------------------------
+
+
+def searched_genotypes(args: argparse.Namespace) -> tuple[list[tuple[str, GeneratorGenotype]], dict]:
+    """``[(source, genotype)]`` of the searched genotypes, and the search space random genotypes are drawn from: the
+    search runs' own (they must agree), else the default supernet's at the genotypes' width and scale."""
+    found, spaces = [], []
+    for run in map(Path, args.search_runs):
+        found.append((str(run), load_generator_genotype(run / run_files.GENERATOR_GENOTYPE)))
+        search = load_config(SearchConfig, run / run_files.CONFIG)
+        s = search.supernet
+        spaces.append({"ops": list(s.ops), "nodes": s.nodes, "channels": s.channels, "scale": search.data.scale,
+                       "input_window": s.input_window, "max_skip_nodes": s.max_skip_nodes})  # fmt: skip
+    found += [(spec, load_generator_genotype(spec)) for spec in args.searched]
+    if any(space != spaces[0] for space in spaces):
+        raise ConfigError(f"--search-runs: the runs searched different spaces ({', '.join(args.search_runs)})")
+    if spaces:
+        return found, spaces[0]
+    first = found[0][1] if found else TPSR
+    s = SupernetConfig()
+    space = {"ops": list(s.ops), "nodes": s.nodes, "channels": first.channels, "scale": first.scale,
+             "input_window": s.input_window, "max_skip_nodes": s.max_skip_nodes}  # fmt: skip
+    return found, space
+
+
+def random_candidates(count: int, target: float, tolerance: float, seed: int, space: dict) -> list[GeneratorGenotype]:
+    """``count`` distinct genotypes, uniform over ``space`` within ``target · (1 ± tolerance)`` MACs@720p."""
+    return matched_random_genotypes(count, target, tolerance, seed, **{**space, "ops": tuple(space["ops"])})
+
+
+def candidates(args: argparse.Namespace, scale: int) -> tuple[dict[str, dict], float, dict]:
+    """``{name: {"group", "genotype", "source"}}`` for every model, the target MACs and the search space."""
+    searched, space = searched_genotypes(args)
+    if space["scale"] != scale:
+        raise ConfigError(f"the searched genotypes are x{space['scale']}, the recipe's data.scale is {scale}")
+    if args.target_macs is not None:
+        target = args.target_macs
+    elif searched:
+        target = sum(generator_macs(g) for _, g in searched) / len(searched)
+    else:
+        target = default_target(scale)
+    models = {f"searched_{i}": {"group": "searched", "genotype": g, "source": src}
+              for i, (src, g) in enumerate(searched)}  # fmt: skip
+    if scale == TPSR.scale:
+        models["tpsr"] = {"group": "tpsr", "genotype": TPSR, "source": "tpsr"}
+    randoms = random_candidates(args.random, target, args.tolerance, args.sample_seed, space)
+    models |= {f"random_{i}": {"group": "random", "genotype": g, "source": f"sample {i} (seed {args.sample_seed})"}
+               for i, g in enumerate(randoms)}  # fmt: skip
+    return models, target, space
+
+
+def seed_counts(args: argparse.Namespace, models: dict) -> dict[str, int]:
+    counts = dict.fromkeys(models, args.train_seeds)
+    for spec in args.seeds:
+        name, _, value = spec.partition("=")
+        if name not in models or not value.isdigit() or int(value) < 1:
+            randoms = sum(m["group"] == "random" for m in models.values())
+            names = [n for n, m in models.items() if m["group"] != "random"]
+            names += [f"random_0..{randoms - 1}"] if randoms else []
+            raise ConfigError(f"--seeds {spec!r}: expected NAME=R with R >= 1, NAME one of {', '.join(names)}")
+        counts[name] = int(value)
+    return counts
+
+
+# --- the recipe -----------------------------------------------------------------------------------------------
+
+
+def hashed_recipe(recipe: TrainConfig) -> dict:
+    """What defines the recipe for the records: everything but the run section (the seed is recorded beside it;
+    device and logging do not change what is trained), plus the held-out names when the split is used."""
+    data = to_dict(recipe)
+    data.pop("run")
+    if recipe.data.val == HOLDOUT_VAL:
+        data["holdout"] = list(HOLDOUT)
+    return data
+
+
+def honest_split(recipe: TrainConfig, benchmarks: list[tuple[str, str]], where: Path) -> tuple[TrainConfig, str]:
+    """The recipe with the validation slice it names (``data.val: holdout``: ``rank_check.HOLDOUT`` taken out of the
+    training folders, linked under ``where``), and the slice's name; a reported benchmark as ``data.val`` is refused,
+    since the checkpoint chosen on it would be reported on it."""
+    if recipe.data.val == HOLDOUT_VAL:
+        try:
+            train_dirs, val_dir = holdout_split(recipe.data.train, HOLDOUT, where)
+        except FileExistsError:  # another shard linked the same image a moment ago
+            train_dirs, val_dir = holdout_split(recipe.data.train, HOLDOUT, where)
+        return replace(recipe, data=replace(recipe.data, train=tuple(train_dirs), val=val_dir)), HOLDOUT_VAL
+    if recipe.data.val != "builtin":
+        val = Path(recipe.data.val).expanduser().resolve()
+        for name, path in benchmarks:
+            root = Path(path).expanduser().resolve()
+            if path != "builtin" and val in (root, root / "HR"):
+                raise ConfigError(f"data.val {recipe.data.val}: is the reported benchmark {name}; choose checkpoints "
+                                  f"on a held-out slice (data.val: {HOLDOUT_VAL})")  # fmt: skip
+    return recipe, "val"
+
+
+# --- training and records -------------------------------------------------------------------------------------
+
+
+class Evaluator:
+    """The benchmarks, loaded once, and the metric table's scorers."""
+
+    def __init__(self, benchmarks: list[tuple[str, str]], scale: int, device: torch.device, pretrained_dir=None):
+        self.sets = {name: load_dataset(path, scale) for name, path in benchmarks}
+        self.scale, self.device = scale, device
+        self.scorers = create_scorers(settings=MetricSettings(pretrained_dir, device))
+
+    def model(self, path: Path) -> dict[str, dict]:
+        model = load_generator(path).to(self.device)
+        return {name: evaluate_pairs(model, pairs, name, self.scale, self.scorers, self.device).record()
+                for name, pairs in self.sets.items()}  # fmt: skip
+
+    def bicubic(self) -> dict[str, dict]:
+        return {name: score_images(((bicubic_upscale(p.lq, self.scale), p) for p in pairs), name, self.scale,
+                                   self.scorers).record()
+                for name, pairs in self.sets.items()}  # fmt: skip
+
+
+def selection_scores(summary: dict, selection: str) -> dict[str, dict]:
+    """Per phase, the validation record of the model kept: the pixel phase's best Y-PSNR, the GAN phase's last."""
+    out = {}
+    pixel = [h for h in summary["val_history"] if h["phase"] == "pixel"]
+    gan = [h for h in summary["val_history"] if h["phase"] == "gan"]
+    for phase, chosen in (("pixel", max(pixel, key=lambda h: h["psnr_y"], default=None)), ("gan", (gan or [None])[-1])):
+        if chosen is not None:
+            out[phase] = {"dataset": selection, **{k: v for k, v in chosen.items() if k != "phase"}}
+    return out
+
+
+def train_model(name: str, genotype: GeneratorGenotype, recipe: TrainConfig, run_dir: Path) -> dict:
+    """Trains (or resumes, or finds finished) ``genotype`` in ``run_dir``; returns the run's summary."""
+    summary_file = run_dir / run_files.RETRAIN.summary
+    saved = run_dir / run_files.GENERATOR_GENOTYPE
+    if saved.is_file() and load_generator_genotype(saved) != genotype:
+        raise records.RecordError(f"{run_dir}: a run of another genotype; use a new --work folder")
+    if summary_file.is_file():
+        log.info("%s: already trained in %s", name, run_dir)
+        return records.read_json(summary_file)
+    resume = (run_dir / run_files.RETRAIN.checkpoint).is_file()
+    run_dir = prepare_run_folder(run_dir, resume=resume, overwrite=not resume)
+    if not resume:
+        save_config(run_dir, to_dict(recipe))
+        save_genotype(genotype, saved)
+    log.info("%s: %s %s (%d params, %.3f GMACs@720p)", name, "resuming" if resume else "training", run_dir,
+             generator_params(genotype), generator_macs(genotype) / 1e9)  # fmt: skip
+    d_genotype = load_discriminator_genotype(recipe.discriminator.genotype)
+    return Retrainer(recipe, genotype, d_genotype, run_dir, resume=resume).run()
+
+
+def record_model(name: str, model: dict, seed: int, recipe: TrainConfig, recipe_hash: str, selection: str,
+                 work: Path, evaluator: Evaluator) -> dict:  # fmt: skip
+    genotype, run_dir = model["genotype"], work / f"{name}_seed{seed}"
+    load_before = os.getloadavg()
+    summary = train_model(f"{name} seed {seed}", genotype, replace(recipe, run=replace(recipe.run, seed=seed)), run_dir)
+    scores = {phase: evaluator.model(run_dir / file) for phase, file in MODEL_FILES.items()
+              if (run_dir / file).is_file()}  # fmt: skip
+    for phase, score in selection_scores(summary, selection).items():
+        scores[phase][selection] = score
+    return {
+        "model": name, "group": model["group"], "seed": seed, "source": model["source"],
+        "genotype": genotype.to_dict(), "params": generator_params(genotype), "macs_720p": generator_macs(genotype),
+        "recipe_hash": recipe_hash, "selection": selection, "scores": scores,
+        "steps": summary["steps"], "wall_time_s": summary["wall_time_s"],
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+        "device": str(evaluator.device), "torch": torch.__version__, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }  # fmt: skip
+
+
+def compare(args: argparse.Namespace) -> None:
+    overrides = [*args.set, *([f"run.device={args.device}"] if args.device else [])]
+    if not args.config:
+        raise ConfigError("--config is required (a recipe: compare_cpu, compare_div2k or a YAML file), or --report")
+    config_file = cli.resolve_config(args.config)
+    recipe = load_config(TrainConfig, config_file, overrides)
+    cli.check_run_device(recipe.run, from_flag=bool(args.device))
+    index, count = _shard(args.shard)
+    benchmarks = [parse_data_spec(b) for b in args.benchmark or DEFAULT_BENCHMARKS]
+    models, target, space = candidates(args, recipe.data.scale)
+    seeds = seed_counts(args, models)
+    out, work = args.out, args.work or Path("runs") / args.out.name
+    hashed = hashed_recipe(recipe)
+    recipe_hash = records.recipe_hash(hashed)
+    recipe, selection = honest_split(recipe, benchmarks, work / "split")
+    records.write_json(out / records.EXPERIMENT, {
+        "command": args.command, "recipe_file": str(args.config), "recipe_hash": recipe_hash, "recipe": hashed,
+        "selection": selection, "benchmarks": dict(benchmarks), "target_macs_720p": target,
+        "tolerance": args.tolerance, "sample_seed": args.sample_seed, "search_space": space,
+        "models": {name: {"group": m["group"], "source": m["source"], "genotype": m["genotype"].to_dict(),
+                          "macs_720p": generator_macs(m["genotype"]), "seeds": seeds[name]}
+                   for name, m in models.items()},
+    })  # fmt: skip
+    log.info("%d models, %d trainings; random genotypes within %.3f GMACs ± %.0f%%; records in %s", len(models),
+             sum(seeds.values()), target / 1e9, 100 * args.tolerance, out)  # fmt: skip
+    evaluator = Evaluator(benchmarks, recipe.data.scale, cli.resolve_device(recipe.run.device),
+                          recipe.gan_phase.loss.pretrained_dir)  # fmt: skip
+    bicubic_file = out / records.BICUBIC
+    if not bicubic_file.is_file() or set(records.read_json(bicubic_file)) != set(evaluator.sets):
+        records.write_json(bicubic_file, evaluator.bicubic())
+    plan = [(name, seed) for name, m in models.items() for seed in range(seeds[name])]
+    for name, seed in plan[index::count]:
+        path = records.record_path(out, name, seed)
+        if records.existing_record(path, models[name]["genotype"].to_dict(), recipe_hash) is not None:
+            log.info("%s seed %d: already recorded in %s, skipped", name, seed, path)
+            continue
+        record = record_model(name, models[name], seed, recipe, recipe_hash, selection, work, evaluator)
+        records.write_json(path, record)
+        log.info("%s seed %d: recorded in %s", name, seed, path)
+    print(records.report(out))
+
+
+def _shard(spec: str) -> tuple[int, int]:
+    index, _, count = spec.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ConfigError(f"--shard {spec!r}: expected I/N with 0 <= I < N")
+    return int(index), int(count)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from scipy.stats import kendalltau
 
 from darts_sr import cli, run_files
 from darts_sr.config import SearchConfig, TrainConfig, load_config, to_dict
-from darts_sr.data import PatchSampler, list_images, load_dataset, parse_data_spec
+from darts_sr.data import DataError, PatchSampler, list_images, load_dataset, parse_data_spec
 from darts_sr.discriminator import SRGAN_DISCRIMINATOR
 from darts_sr.evaluation import evaluate_pairs
 from darts_sr.genotype import GeneratorGenotype, load_generator_genotype
@@ -96,7 +96,7 @@ def holdout_split(train_specs: tuple[str, ...], holdout: tuple[str, ...], where:
                 link.symlink_to(image.resolve())
         train_dirs.append(str(target))
     if len(list(val_dir.iterdir())) != len(holdout):
-        raise SystemExit(f"error: {val_dir}: expected the {len(holdout)} holdout images in the training folders")
+        raise DataError(f"{val_dir}: expected the {len(holdout)} holdout images in the training folders")
     return train_dirs, str(val_dir)
 
 

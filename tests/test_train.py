@@ -94,27 +94,3 @@ def test_random_genotypes_respect_the_macs_window():
     assert found == matched_random_genotypes(4, target, 0.05, seed=1, ops=GENERATOR_SEARCH_SPACE)
     with pytest.raises(SamplingError, match="no genotype within"):
         sample_genotype(random.Random(0), ("conv_7x7",), nodes=2, macs_window=(1.0, 2.0), max_tries=50)
-
-
-def test_comparison_end_to_end(tmp_path, tiny_yaml):
-    searched = tmp_path / "searched.json"
-    save_genotype(GeneratorGenotype((Node("conv_3x3", 0), Node("conv_5x5", 1)), (1, 2)), searched)
-    out = tmp_path / "cmp"
-    args = ["--searched", searched, "--config", tiny_yaml, "--random", "2", "--out", out,
-            "--set", "pixel_phase.steps=2", "--set", "gan_phase.steps=1", "--benchmark", f"Set5={TPSR_DIR / 'Set5'}"]
-    result = run_cli("-m darts_sr.compare", *args)
-    assert result.returncode == 0, result.stderr
-    rows = json.loads((out / "results.json").read_text())["rows"]
-    models = {(r["model"], r["phase"]) for r in rows}
-    assert models == {("bicubic", "-")} | {(m, p) for m in ("searched", "tpsr", "random_1", "random_2")
-                                           for p in ("pixel", "gan")}  # fmt: skip
-    bicubic = next(r for r in rows if r["model"] == "bicubic")
-    assert bicubic["scores"]["Set5"]["psnr_y"] == pytest.approx(28.43, abs=0.01)
-    searched_macs = next(r for r in rows if r["model"] == "searched")["macs_720p"]
-    for r in rows:
-        if r["model"].startswith("random"):
-            assert abs(r["macs_720p"] / searched_macs - 1) <= 0.05
-    assert (out / "results.md").read_text().startswith("| model | phase |")
-    assert (out / "psnr_vs_macs.png").stat().st_size > 0
-    again = run_cli("-m darts_sr.compare", *args)  # finished models are reused, not retrained
-    assert again.returncode == 0 and again.stderr.count("already trained") == 4

@@ -1,0 +1,147 @@
+"""The comparison as an experiment: honest split, sampling in the MACs window, records that round-trip, skip and
+rebuild the report, on tiny recipes."""
+
+import json
+import logging
+import shutil
+import signal
+
+import pytest
+import yaml
+
+from conftest import SHARED, TPSR_DIR
+from darts_sr import compare, records
+from darts_sr.config import ConfigError, SupernetConfig, TrainConfig, load_config
+from darts_sr.data import list_images
+from darts_sr.discriminator import SRGAN_DISCRIMINATOR
+from darts_sr.genotype import TPSR, GeneratorGenotype, Node, live_nodes, save_genotype
+from darts_sr.networks import generator_macs
+from darts_sr.rank_check import HOLDOUT
+from darts_sr.runner import StopRequested, prepare_run_folder
+from darts_sr.train import Retrainer
+
+TINY = {
+    "data": {"patch_size": 8, "batch_size": 2, "val_crop": 12},
+    "pixel_phase": {"steps": 2, "lr": 1e-3},
+    "gan_phase": {"steps": 1, "loss": {"pixel": 1.0, "perceptual": 0.0, "adversarial": 0.005}},
+    "discriminator": {"base_width": 4},
+    "val_every": 1,
+    "run": {"log_every": 1},
+}
+SMALL = GeneratorGenotype((Node("conv_3x3", 0), Node("sep_3x3", 1)), (2,), channels=4, scale=4)
+
+
+@pytest.fixture
+def tiny_yaml(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+def test_random_genotypes_stay_in_the_window_under_the_skip_cap():
+    s = SupernetConfig()
+    space = {"ops": list(s.ops), "nodes": 10, "channels": 16, "scale": 4, "input_window": None, "max_skip_nodes": 2}
+    target = generator_macs(TPSR) * 0.95
+    found = compare.random_candidates(12, target, 0.03, 0, space)
+    assert len(set(found)) == 12
+    for g in found:
+        assert 0.97 * target <= generator_macs(g) <= 1.03 * target
+        assert sum(n.op == "skip" for n in g.nodes) <= 2  # pruned: every node left is live
+        assert live_nodes(g.nodes, g.outputs) == set(range(1, len(g.nodes) + 1))
+    # A longer draw extends a shorter one: random_0..k keep their genotypes when --random grows.
+    assert compare.random_candidates(5, target, 0.03, 0, space) == found[:5]
+
+
+@pytest.mark.parametrize("recipe_file", ["configs/compare_cpu.yaml", "configs/compare_cpu_realistic.yaml"])
+def test_the_validation_slice_never_overlaps_training(recipe_file, tmp_path, shared):
+    recipe = load_config(TrainConfig, recipe_file)
+    assert recipe.data.val == compare.HOLDOUT_VAL
+    split, selection = compare.honest_split(recipe, [("Set14", str(SHARED / "datasets" / "Set14"))], tmp_path)
+    assert selection == "holdout"
+    val = {p.resolve() for p in (tmp_path / "val").iterdir()}
+    train = {p.resolve() for d in split.data.train for p in (tmp_path / d).iterdir()}
+    assert {p.name for p in val} == set(HOLDOUT) and all(p.parent.name == "HR" for p in val)
+    assert not val & train
+    sources = [spec.partition("=")[2] for spec in recipe.data.train]
+    originals = {p.resolve() for d in sources for p in list_images(d)}
+    assert train | val == originals  # nothing lost: every other image trains
+    assert split.data.val == str(tmp_path / "val")
+    assert compare.hashed_recipe(recipe)["holdout"] == list(HOLDOUT)
+
+
+def test_a_benchmark_as_validation_set_is_refused(tmp_path):
+    recipe = load_config(TrainConfig, "configs/compare_cpu.yaml", ["data.val=../shared/datasets/Set14"])
+    with pytest.raises(ConfigError, match="is the reported benchmark Set14"):
+        compare.honest_split(recipe, [("Set14", "../shared/datasets/Set14")], tmp_path)
+
+
+def test_records_round_trip_skip_and_rebuild_the_report(tmp_path, tiny_yaml, monkeypatch, caplog, one_thread):
+    searched = tmp_path / "searched.json"
+    save_genotype(SMALL, searched)
+    out, work = tmp_path / "results" / "tiny", tmp_path / "runs"
+    args = ["--searched", str(searched), "--random", "2", "--seeds", "tpsr=2", "--config", str(tiny_yaml),
+            "--benchmark", f"Set5={TPSR_DIR / 'Set5'}", "--out", str(out), "--work", str(work)]  # fmt: skip
+    assert compare.main(args) == 0
+    names = sorted(p.name for p in out.glob("*_seed*.json"))
+    assert names == ["random_0_seed0.json", "random_1_seed0.json", "searched_0_seed0.json", "tpsr_seed0.json",
+                     "tpsr_seed1.json"]  # fmt: skip
+    record = json.loads((out / "tpsr_seed1.json").read_text())
+    assert record["genotype"] == TPSR.to_dict() and record["seed"] == 1 and record["group"] == "tpsr"
+    assert record["recipe_hash"] == json.loads((out / records.EXPERIMENT).read_text())["recipe_hash"]
+    assert set(record["scores"]) == {"pixel", "gan"} and set(record["scores"]["pixel"]) == {"Set5", "val"}
+    assert record["scores"]["pixel"]["Set5"]["psnr_y"] > 0 and record["scores"]["gan"]["val"]["step"] == 3
+    experiment = json.loads((out / records.EXPERIMENT).read_text())
+    for name in ("random_0", "random_1"):
+        assert abs(experiment["models"][name]["macs_720p"] / generator_macs(SMALL) - 1) <= 0.03
+    bicubic = json.loads((out / records.BICUBIC).read_text())
+    assert bicubic["Set5"]["psnr_y"] == pytest.approx(28.43, abs=0.01)
+    summary = json.loads((out / records.SUMMARY).read_text())
+    pixel_set5 = next(s for s in summary["statistics"] if (s["phase"], s["dataset"]) == ("pixel", "Set5"))
+    assert pixel_set5["groups"]["random"]["n"] == 2 and pixel_set5["mann_whitney"]["alternative"].startswith("searched")
+    assert pixel_set5["noise_floor_from"] == ["tpsr"] and pixel_set5["tpsr"]["of"] == 4
+    report = (out / records.REPORT).read_text()
+    assert "| tpsr | tpsr |" in report and "Mann–Whitney" in report and (out / records.PLOT).stat().st_size > 0
+
+    # A second run trains nothing: every model is recorded.
+    def no_training(*a, **k):
+        raise AssertionError("a recorded model was retrained")
+
+    monkeypatch.setattr(compare, "Retrainer", no_training)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="compare"):
+        assert compare.main(args) == 0
+    assert sum("already recorded" in m for m in caplog.messages) == 5
+
+    # The report needs the records alone: no run folder, no benchmark images.
+    shutil.rmtree(work)
+    (out / records.REPORT).unlink()
+    (out / records.PLOT).unlink()
+    assert compare.main(["--report", str(out)]) == 0
+    assert (out / records.REPORT).read_text() == report and (out / records.PLOT).is_file()
+    assert compare.main(["--report", str(out), "--versus", str(out)]) == 0  # the proxy check: the same ranking
+    proxy = json.loads((out / records.SUMMARY).read_text())["proxy"]
+    assert proxy and all(p["tau"] == pytest.approx(1.0) and len(p["models"]) == 4 for p in proxy)
+
+    # The same folder under another recipe is refused, not silently mixed.
+    assert compare.main([*args, "--set", "pixel_phase.steps=3"]) == 2
+
+
+def test_an_interrupted_model_resumes_from_its_run_folder(tmp_path, tiny_yaml, caplog, one_thread):
+    config = load_config(TrainConfig, tiny_yaml)
+    run_dir = tmp_path / "searched_0_seed0"
+    cut = Retrainer(config, SMALL, SRGAN_DISCRIMINATOR, prepare_run_folder(run_dir, False, False))
+    one_step = cut.one_step
+
+    def stop_after_one(*args):
+        one_step(*args)
+        cut.stop.signum = signal.SIGINT
+
+    cut.one_step = stop_after_one
+    with pytest.raises(StopRequested):
+        cut.run()
+    save_genotype(SMALL, run_dir / "genotype_generator.json")
+    with caplog.at_level(logging.INFO, logger="compare"):
+        summary = compare.train_model("searched_0", SMALL, config, run_dir)
+    assert any("resuming" in m for m in caplog.messages) and summary["steps"] == 3
+    with pytest.raises(records.RecordError, match="another genotype"):
+        compare.train_model("searched_0", TPSR, config, run_dir)
