@@ -183,9 +183,10 @@ class SupernetConfig:
     # NHWC tensors for the supernet and the discriminator during the search: the same arithmetic, and on CPU the
     # sep ops' depthwise convolutions run about twice as fast; a search step 12% faster (bench/search_step.py)
     channels_last: bool = True
-    # How architecture parameters become the computation (darts_sr.relaxation): sampled = hard Gumbel paths with
-    # straight-through gradients, one op per node per step; mixed = DARTS's softmax mixture of every op.
-    strategy: typing.Literal["mixed", "sampled"] = "sampled"
+    # How architecture parameters become the computation (darts_sr.relaxation): mixed = DARTS's softmax mixture of
+    # every op; sampled = hard Gumbel paths with straight-through gradients, one op per node per step. Why mixed is
+    # the default: README, "The search ablation".
+    strategy: typing.Literal["mixed", "sampled"] = "mixed"
     # Affine-free search BN on the stem and every op, output = gate-weighted mean x a learnable gain, so that the
     # input and output weights cannot act as amplitude knobs (darts_sr.supernet).
     normalize: bool = True
@@ -240,8 +241,8 @@ class OptimConfig:
     warmup_epochs: int = 5  # architecture frozen while the weights warm up
     weight_lr: float = 1e-3
     weight_lr_min: float = 1e-5  # cosine schedule floor
-    arch_lr: float = 3e-4
-    arch_lr_min: float | None = None  # cosine decay of the architecture learning rate after the warm-up; None = flat
+    arch_lr: float = 3e-3
+    arch_lr_min: float | None = 3e-4  # cosine decay of the architecture learning rate after the warm-up; None = flat
     arch_weight_decay: float = 1e-3
     # adamw: decoupled decay (the default); adam: L2 added to the gradient, which against the tiny L1 gradients of
     # SR holds |alpha| near 0 so the op probabilities never leave uniform (kept for ablation)

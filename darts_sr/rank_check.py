@@ -27,6 +27,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from scipy.stats import kendalltau
 
@@ -150,6 +151,19 @@ def supernet_psnr(net: GeneratorSupernet, genotype: GeneratorGenotype, sampler, 
     return evaluate_pairs(net, val_pairs, "holdout", net.scale)["psnr_y"]
 
 
+def place_among_samples(names: list[str], extra: list[dict], samples: list[dict]) -> None:
+    """Prints where each extra genotype (a searched one, say) falls among the random samples, per score."""
+    for name, record in zip(names, extra):
+        scores = {"holdout": (record["val_psnr"], [r["val_psnr"] for r in samples])}
+        for bench, value in record["benchmark_psnr"].items():
+            scores[bench] = (value, [r["benchmark_psnr"][bench] for r in samples])
+        cells = [
+            f"{k} {v:.3f} dB (random median {np.median(pop):.3f}, above {sum(v > p for p in pop)} of {len(pop)})"
+            for k, (v, pop) in scores.items()
+        ]
+        print(f"{name}: {generator_macs(load_generator_genotype(name)) / 1e9:.3f} GMACs; " + "; ".join(cells))
+
+
 def main(argv: list[str] | None = None) -> int:
     cli.setup_logging()
     args = parse_args(argv)
@@ -173,14 +187,14 @@ def rank_check(args: argparse.Namespace) -> None:
         index, count = (int(v) for v in args.shard.split("/"))
         for g in [*genotypes, *map(load_generator_genotype, args.also)][index::count]:
             standalone_record(g, recipe, args.records, work, benchmarks)
-        return
+        if count > 1:
+            return  # the other shards may still be training; rerun with --shard 0/1 for the comparison
     samples = [standalone_record(g, recipe, args.records, work, benchmarks) for g in genotypes]
     extra = [standalone_record(load_generator_genotype(a), recipe, args.records, work, benchmarks) for a in args.also]
+    place_among_samples(args.also, extra, samples)
+    if args.only_standalone:
+        return
     standalone = [r["val_psnr"] for r in samples]
-    for spec, record in zip(args.also, extra):
-        above = sum(record["val_psnr"] > v for v in standalone)
-        log.info("%s: holdout %.3f dB, above %d of %d samples; %s", spec, record["val_psnr"], above, len(standalone),
-                 record["benchmark_psnr"])  # fmt: skip
     net = GeneratorSupernet(s.nodes, s.channels, search.data.scale, s.ops, s.input_window, s.strategy, s.normalize)
     net.load_state_dict(load_checkpoint(args.run / run_files.GENERATOR_SEARCH.checkpoint)["supernet"])
     scale = search.data.scale

@@ -93,9 +93,9 @@ def test_architecture_moves_after_warmup_only(tmp_path):
     assert not all(torch.equal(a, b) for a, b in zip(before, search.supernet.arch_parameters()))
 
 
-@pytest.mark.parametrize("order", ["first", "second"])
-def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, order):
-    config = _config(tmp_path, optim={"order": order})
+@pytest.mark.parametrize("order, strategy", [("first", "mixed"), ("second", "mixed"), ("first", "sampled")])
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, order, strategy):
+    config = _config(tmp_path, optim={"order": order}, supernet={"strategy": strategy})
     whole = GeneratorSearch(config, prepare_run_folder(tmp_path / "whole", False, False))
     whole.run()
 
