@@ -8,6 +8,7 @@ Config presets are found by name (``--config demo``) in the package's ``configs`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -171,10 +172,8 @@ def prefetch_pretrained(losses: Iterable[Any] = (), lpips_dir: str | Path | None
                 except PretrainedWeightsMissing as e:
                     raise ConfigError(str(e)) from None  # a message every torchrun rank can rebuild
         if lpips_dir is not False:
-            try:
+            with contextlib.suppress(PretrainedWeightsMissing):  # LpipsMetric.create says why, once
                 ensure_weights("alexnet", lpips_dir or None)
-            except PretrainedWeightsMissing:
-                pass  # LpipsMetric.create says why, once
 
     distributed.on_main(fetch, ConfigError)
 

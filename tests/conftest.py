@@ -49,3 +49,32 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# A retraining recipe on the built-in images small enough for a unit test, and a genotype to train with it.
+TINY_TRAIN = {
+    "data": {"patch_size": 8, "batch_size": 2, "val_crop": 12},
+    "pixel_phase": {"steps": 4, "lr": 1e-3},
+    "gan_phase": {"steps": 3, "loss": {"pixel": 1.0, "perceptual": 0.0, "adversarial": 0.005}},
+    "discriminator": {"base_width": 4},
+    "val_every": 2,
+    "run": {"log_every": 1},
+}
+
+
+def small_genotype():
+    from darts_sr.genotype import GeneratorGenotype, Node
+
+    return GeneratorGenotype((Node("conv_3x3", 0), Node("sep_3x3", 1)), (2,), channels=4, scale=4)
+
+
+def write_tiny_train_yaml(path: Path, **sections) -> Path:
+    """TINY_TRAIN with some sections' keys replaced, as a YAML file."""
+    import yaml
+
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY_TRAIN.items()}
+    for section, values in sections.items():
+        data[section] = values if not isinstance(values, dict) else {**data.get(section, {}), **values}
+    path.write_text(yaml.safe_dump(data))
+    return path
+

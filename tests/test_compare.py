@@ -7,35 +7,24 @@ import shutil
 import signal
 
 import pytest
-import yaml
 
-from conftest import SHARED, TPSR_DIR
+from conftest import SHARED, TPSR_DIR, small_genotype, write_tiny_train_yaml
 from darts_sr import compare, records
 from darts_sr.config import ConfigError, SupernetConfig, TrainConfig, load_config
 from darts_sr.data import list_images
 from darts_sr.discriminator import SRGAN_DISCRIMINATOR
-from darts_sr.genotype import TPSR, GeneratorGenotype, Node, live_nodes, save_genotype
+from darts_sr.genotype import TPSR, live_nodes, save_genotype
 from darts_sr.networks import generator_macs
 from darts_sr.rank_check import HOLDOUT
 from darts_sr.runner import StopRequested, prepare_run_folder
 from darts_sr.train import Retrainer
 
-TINY = {
-    "data": {"patch_size": 8, "batch_size": 2, "val_crop": 12},
-    "pixel_phase": {"steps": 2, "lr": 1e-3},
-    "gan_phase": {"steps": 1, "loss": {"pixel": 1.0, "perceptual": 0.0, "adversarial": 0.005}},
-    "discriminator": {"base_width": 4},
-    "val_every": 1,
-    "run": {"log_every": 1},
-}
-SMALL = GeneratorGenotype((Node("conv_3x3", 0), Node("sep_3x3", 1)), (2,), channels=4, scale=4)
+SMALL = small_genotype()
 
 
 @pytest.fixture
 def tiny_yaml(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(TINY))
-    return path
+    return write_tiny_train_yaml(tmp_path / "tiny.yaml", pixel_phase={"steps": 2}, gan_phase={"steps": 1}, val_every=1)
 
 
 def test_random_genotypes_stay_in_the_window_under_the_skip_cap():

@@ -6,34 +6,23 @@ import signal
 
 import pytest
 import torch
-import yaml
 
-from conftest import TPSR_DIR, run_cli
+from conftest import TPSR_DIR, run_cli, small_genotype, write_tiny_train_yaml
 from darts_sr.config import TrainConfig, load_config
 from darts_sr.discriminator import SRGAN_DISCRIMINATOR
-from darts_sr.genotype import TPSR, GeneratorGenotype, Node, live_nodes, save_genotype
+from darts_sr.genotype import TPSR, live_nodes, save_genotype
 from darts_sr.networks import generator_macs
 from darts_sr.runner import StopRequested, prepare_run_folder
 from darts_sr.sampling import SamplingError, matched_random_genotypes, sample_genotype
 from darts_sr.train import Retrainer
 from operations import GENERATOR_SEARCH_SPACE
 
-TINY = {
-    "data": {"patch_size": 8, "batch_size": 2, "val_crop": 12},
-    "pixel_phase": {"steps": 4, "lr": 1e-3},
-    "gan_phase": {"steps": 3, "loss": {"pixel": 1.0, "perceptual": 0.0, "adversarial": 0.005}},
-    "discriminator": {"base_width": 4},
-    "val_every": 2,
-    "run": {"log_every": 1},
-}
-SMALL = GeneratorGenotype((Node("conv_3x3", 0), Node("sep_3x3", 1)), (2,), channels=4, scale=4)
+SMALL = small_genotype()
 
 
 @pytest.fixture
 def tiny_yaml(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(TINY))
-    return path
+    return write_tiny_train_yaml(tmp_path / "tiny.yaml")
 
 
 def test_train_cli_writes_models_that_evaluate_alone(tmp_path, tiny_yaml):
