@@ -26,7 +26,6 @@ Images are float tensors in [0, 1], (B, 3, H, W) RGB; the output is one raw logi
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from darts_sr.discriminator import (
@@ -36,6 +35,7 @@ from darts_sr.discriminator import (
     block_norm,
     discriminator_macs,
 )
+from darts_sr.relaxation import probabilities
 from operations.discriminator import D_OPS, D_SEARCH_SPACE, LEAKY_SLOPE, NORMS, build_d_op, out_size
 
 # HR patch side at which discriminator MACs are counted by default: ESRGAN's 128 x 128 training crops.
@@ -111,13 +111,13 @@ class DiscriminatorSupernet(nn.Module):
     # --- probabilities -----------------------------------------------------------------------
 
     def op_probs(self) -> Tensor:  # (blocks, n_ops)
-        return F.softmax(self.alpha, dim=-1)
+        return probabilities(self.alpha)
 
     def width_probs(self) -> Tensor:  # (n_widths,)
-        return F.softmax(self.alpha_width, dim=-1)
+        return probabilities(self.alpha_width)
 
     def norm_probs(self) -> Tensor:  # (n_norms,)
-        return F.softmax(self.alpha_norm, dim=-1)
+        return probabilities(self.alpha_norm)
 
     # --- forward -----------------------------------------------------------------------------
 
@@ -127,6 +127,7 @@ class DiscriminatorSupernet(nn.Module):
         return width_p @ masks
 
     def forward(self, x: Tensor) -> Tensor:
+        # Stage 2 mixes (darts_sr.relaxation's mixed strategy): every op of every block, weighted.
         op_p, width_p, norm_p = self.op_probs(), self.width_probs(), self.norm_probs()
         search_width = len(self.widths) > 1
         for b, norm_sets in enumerate(self.blocks):
