@@ -95,11 +95,29 @@ def figure(runs: list[Path], path: Path) -> None:
     plt.close(fig)
 
 
+def agreement(runs: list[Path]) -> list[str]:
+    """Pairwise: are the derived genotypes identical, and on how many nodes (by index) do op and input agree."""
+    genotypes = {run: json.loads((run / run_files.GENERATOR_SEARCH.summary).read_text())["genotype"] for run in runs}
+    lines = []
+    for i, a in enumerate(runs):
+        for b in runs[i + 1 :]:
+            na, nb = genotypes[a]["nodes"], genotypes[b]["nodes"]
+            n = min(len(na), len(nb))
+            ops = sum(x["op"] == y["op"] for x, y in zip(na, nb))
+            both = sum(x == y for x, y in zip(na, nb))
+            lines.append(
+                f"{a.name} vs {b.name}: identical {genotypes[a] == genotypes[b]}; {len(na)} and {len(nb)} nodes; "
+                f"op agrees on {ops} of {n}, op and input on {both} of {n}"
+            )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--save", type=Path, help="copy each run's summary, config, genotype, history here")
     p.add_argument("--figure", type=Path, help="write the per-epoch figure here")
+    p.add_argument("--agreement", action="store_true", help="also compare the derived genotypes pairwise")
     args = p.parse_args(argv)
     print(HEADER)
     print("|" + "---|" * HEADER.count(" | ") + "---|")
@@ -109,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             save(run, args.save / run.name)
     if args.figure:
         figure(args.runs, args.figure)
+    if args.agreement:
+        print("\n" + "\n".join(agreement(args.runs)))
     return 0
 
 
