@@ -10,7 +10,7 @@ file), ``tpsr``, and ``random_<i>``, drawn uniformly from the searched genotypes
 skip cap) within ``--tolerance`` of ``--target-macs`` (default: the searched genotypes' mean MACs) by rejection.
 Each is retrained with seeds 0..R-1 (``--train-seeds R``, per model ``--seeds NAME=R``).
 
-Honest split: with ``data.val: holdout`` in the recipe, the 20 BSD200 images of ``rank_check.HOLDOUT`` are taken
+Honest split: with ``data.val: holdout`` in the recipe, the 20 BSD200 images of ``data.HOLDOUT`` are taken
 out of the training folders and are the only images checkpoints are chosen on; the ``--benchmark`` sets are
 scored for reporting only (a recipe validating on a benchmark is refused).
 
@@ -34,13 +34,12 @@ import torch
 
 from darts_sr import cli, records, run_files
 from darts_sr.config import ConfigError, SearchConfig, SupernetConfig, TrainConfig, load_config, to_dict
-from darts_sr.data import bicubic_upscale, load_dataset, parse_data_spec
+from darts_sr.data import DEFAULT_BENCHMARKS, HOLDOUT, holdout_split, load_dataset, parse_data_spec
 from darts_sr.discriminator import load_discriminator_genotype
-from darts_sr.evaluation import evaluate_pairs, score_images
+from darts_sr.evaluation import evaluate_pairs, score_bicubic
 from darts_sr.genotype import TPSR, GeneratorGenotype, load_generator_genotype, save_genotype
 from darts_sr.metrics import MetricSettings, create_scorers
 from darts_sr.networks import generator_macs, generator_params, load_generator
-from darts_sr.rank_check import DEFAULT_BENCHMARKS, HOLDOUT, holdout_split
 from darts_sr.records import markdown_table  # noqa: F401  (the per-record table, also used by tests)
 from darts_sr.runner import prepare_run_folder, save_config
 from darts_sr.sampling import matched_random_genotypes
@@ -166,7 +165,7 @@ def hashed_recipe(recipe: TrainConfig) -> dict:
 
 
 def honest_split(recipe: TrainConfig, benchmarks: list[tuple[str, str]], where: Path) -> tuple[TrainConfig, str]:
-    """The recipe with the validation slice it names (``data.val: holdout``: ``rank_check.HOLDOUT`` taken out of the
+    """The recipe with the validation slice it names (``data.val: holdout``: ``data.HOLDOUT`` taken out of the
     training folders, linked under ``where``), and the slice's name; a reported benchmark as ``data.val`` is refused,
     since the checkpoint chosen on it would be reported on it."""
     if recipe.data.val == HOLDOUT_VAL:
@@ -202,8 +201,7 @@ class Evaluator:
                 for name, pairs in self.sets.items()}  # fmt: skip
 
     def bicubic(self) -> dict[str, dict]:
-        return {name: score_images(((bicubic_upscale(p.lq, self.scale), p) for p in pairs), name, self.scale,
-                                   self.scorers).record()
+        return {name: score_bicubic(pairs, name, self.scale, self.scorers).record()
                 for name, pairs in self.sets.items()}  # fmt: skip
 
 

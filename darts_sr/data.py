@@ -574,3 +574,36 @@ def centre_crop(pairs: list[ImagePair], lq_size: int, scale: int) -> list[ImageP
         gt = p.gt[top * scale : (top + lq_size) * scale, left * scale : (left + lq_size) * scale]
         out.append(ImagePair(p.name, np.ascontiguousarray(lq), np.ascontiguousarray(gt)))
     return out
+
+
+# ------------------------------------------------------------------------------------ holdout and reported benchmarks
+
+# The validation slice that experiments choose checkpoints on: 20 BSD200 images, fixed by name, held out of the
+# training pool (darts_sr.rank_check, darts_sr.compare). Set5 and Set14 are only ever reported.
+HOLDOUT = tuple(
+    f"{n}.png"
+    for n in (
+        "100075", "100080", "100098", "103041", "104022", "105019", "105053", "106020", "106025", "108041",
+        "108073", "109034", "112082", "113009", "113016", "113044", "117054", "118020", "118035", "12003",
+    )
+)  # fmt: skip
+DEFAULT_BENCHMARKS = ("Set5=../shared/anchors/tpsr/Set5", "Set14=../shared/datasets/Set14")
+
+
+def holdout_split(train_specs: tuple[str, ...], holdout: tuple[str, ...], where: Path) -> tuple[list[str], str]:
+    """Training folders without the holdout images, and a folder of the holdout: symbolic links, no copies."""
+    train_dirs, val_dir = [], where / "val"
+    val_dir.mkdir(parents=True, exist_ok=True)
+    for spec in train_specs:
+        name, _, path = spec.rpartition("=")
+        target = where / (name or Path(path).name)
+        target.mkdir(parents=True, exist_ok=True)
+        for image in list_images(path):
+            link = (val_dir if image.name in holdout else target) / image.name
+            if not link.exists():
+                link.symlink_to(image.resolve())
+        train_dirs.append(str(target))
+    if len(list(val_dir.iterdir())) != len(holdout):
+        raise DataError(f"{val_dir}: expected the {len(holdout)} holdout images in the training folders")
+    return train_dirs, str(val_dir)
+

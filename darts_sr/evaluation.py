@@ -17,11 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from darts_sr.data import ImagePair, to_tensor, to_uint8
+from darts_sr.data import ImagePair, bicubic_upscale, to_tensor, to_uint8
 from darts_sr.io import atomic_save_png
-from darts_sr.metrics import DISTORTION_METRICS, METRICS, Scorer, create_scorers
+from darts_sr.metrics import DISTORTION_METRICS, METRICS, Scorer, create_scorers, psnr_y
 
 log = logging.getLogger(__name__)
+
+PSNR_ONLY = {"psnr_y": psnr_y}  # the scorers a search needs each epoch: SSIM there would be work nobody reads
 
 
 @dataclass
@@ -68,6 +70,13 @@ def score_images(
             label = METRICS[name].label
             log.warning("%s: %s left out for %d of %d images (too small or flat)", dataset, label, count, images)
     return DatasetScore(dataset, images, {name: _mean(v) for name, v in values.items()})
+
+
+def score_bicubic(
+    pairs: list[ImagePair], dataset: str, scale: int, scorers: dict[str, Scorer | None]
+) -> DatasetScore:
+    """The bicubic baseline: each LR image upscaled by MATLAB-compatible bicubic, scored like a model's output."""
+    return score_images(((bicubic_upscale(p.lq, scale), p) for p in pairs), dataset, scale, scorers)
 
 
 def evaluate_pairs(

@@ -32,30 +32,18 @@ import torch
 from scipy.stats import kendalltau
 
 from darts_sr import cli, run_files
+from darts_sr.compare import train_model
 from darts_sr.config import SearchConfig, TrainConfig, load_config, to_dict
-from darts_sr.data import DataError, PatchSampler, list_images, load_dataset, parse_data_spec
-from darts_sr.discriminator import SRGAN_DISCRIMINATOR
+from darts_sr.data import DEFAULT_BENCHMARKS, HOLDOUT, PatchSampler, holdout_split, load_dataset, parse_data_spec
 from darts_sr.evaluation import evaluate_pairs
 from darts_sr.genotype import GeneratorGenotype, load_generator_genotype
 from darts_sr.io import atomic_write_text, load_checkpoint
 from darts_sr.networks import generator_macs, load_generator
-from darts_sr.runner import prepare_run_folder, save_config
 from darts_sr.sampling import matched_random_genotypes
 from darts_sr.search import default_target
 from darts_sr.supernet import GeneratorSupernet
-from darts_sr.train import Retrainer
 
 log = logging.getLogger("rank_check")
-
-# The validation slice: 20 BSD200 images, fixed by name, held out of the training images of both rankings.
-HOLDOUT = tuple(
-    f"{n}.png"
-    for n in (
-        "100075", "100080", "100098", "103041", "104022", "105019", "105053", "106020", "106025", "108041",
-        "108073", "109034", "112082", "113009", "113016", "113044", "117054", "118020", "118035", "12003",
-    )
-)  # fmt: skip
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,25 +68,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-DEFAULT_BENCHMARKS = ("Set5=../shared/anchors/tpsr/Set5", "Set14=../shared/datasets/Set14")
-
-
-def holdout_split(train_specs: tuple[str, ...], holdout: tuple[str, ...], where: Path) -> tuple[list[str], str]:
-    """Training folders without the holdout images, and a folder of the holdout: symbolic links, no copies."""
-    train_dirs, val_dir = [], where / "val"
-    val_dir.mkdir(parents=True, exist_ok=True)
-    for spec in train_specs:
-        name, _, path = spec.rpartition("=")
-        target = where / (name or Path(path).name)
-        target.mkdir(parents=True, exist_ok=True)
-        for image in list_images(path):
-            link = (val_dir if image.name in holdout else target) / image.name
-            if not link.exists():
-                link.symlink_to(image.resolve())
-        train_dirs.append(str(target))
-    if len(list(val_dir.iterdir())) != len(holdout):
-        raise DataError(f"{val_dir}: expected the {len(holdout)} holdout images in the training folders")
-    return train_dirs, str(val_dir)
 
 
 def record_key(genotype: GeneratorGenotype, recipe: dict) -> str:
@@ -116,11 +85,7 @@ def standalone_record(
     if path.is_file():
         return json.loads(path.read_text())
     run_dir = work / key
-    resume = (run_dir / run_files.RETRAIN.checkpoint).is_file()
-    run_dir = prepare_run_folder(run_dir, resume=resume, overwrite=not resume)
-    if not resume:
-        save_config(run_dir, to_dict(recipe))
-    summary = Retrainer(recipe, genotype, SRGAN_DISCRIMINATOR, run_dir, resume=resume).run()
+    summary = train_model(key, genotype, recipe, run_dir)
     model = load_generator(run_dir / run_files.MODEL_PIXEL)
     scores = {name: evaluate_pairs(model, load_dataset(p, genotype.scale), name, genotype.scale)["psnr_y"]
               for name, p in benchmarks}  # fmt: skip

@@ -24,7 +24,7 @@ from darts_sr.architect import adam_preconditioner, arch_gradients
 from darts_sr.config import SearchConfig
 from darts_sr.data import PatchSampler, centre_crop, load_dataset, load_training_pairs, split_halves
 from darts_sr.discriminator import Discriminator, load_discriminator_genotype
-from darts_sr.evaluation import evaluate_pairs
+from darts_sr.evaluation import PSNR_ONLY, evaluate_pairs
 from darts_sr.gan import BACKBONE_LABEL, gan_step, generator_loss, set_requires_grad
 from darts_sr.genotype import TPSR, GeneratorGenotype, save_genotype
 from darts_sr.losses import GeneratorLoss, cost_penalty
@@ -214,7 +214,7 @@ class GeneratorSearch(Run):
 
     def _end_epoch(self, writer: Writer, epoch: int) -> None:
         scale = self.cfg.data.scale
-        score = evaluate_pairs(self.supernet, self.val_pairs, "val", scale, device=self.device)
+        score = evaluate_pairs(self.supernet, self.val_pairs, "val", scale, PSNR_ONLY, self.device)
         genotype, report = self.derive()
         with torch.no_grad():
             expected = float(self.supernet.expected_macs())

@@ -29,7 +29,7 @@ from darts_sr.d_architect import cross_hypergradient
 from darts_sr.d_supernet import DiscriminatorSupernet, reference_macs
 from darts_sr.data import PatchSampler, centre_crop, load_dataset, load_training_pairs, split_halves
 from darts_sr.discriminator import DiscriminatorGenotype, discriminator_macs, discriminator_params
-from darts_sr.evaluation import evaluate_pairs
+from darts_sr.evaluation import PSNR_ONLY, evaluate_pairs
 from darts_sr.gan import BACKBONE_LABEL, gan_step
 from darts_sr.genotype import GeneratorGenotype, load_generator_genotype
 from darts_sr.io import atomic_write_text
@@ -266,7 +266,8 @@ class DiscriminatorSearch(Run):
         return {"loss": losses["l_g_total"]} if losses else {}
 
     def _generator_psnr(self) -> float | None:
-        return evaluate_pairs(self.generator, self.val_pairs, "val", self.cfg.data.scale, device=self.device)["psnr_y"]
+        scale = self.cfg.data.scale
+        return evaluate_pairs(self.generator, self.val_pairs, "val", scale, PSNR_ONLY, self.device)["psnr_y"]
 
     def _end_epoch(self, writer: Writer, epoch: int) -> None:
         s = self.cfg.stage2

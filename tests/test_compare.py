@@ -11,11 +11,10 @@ import pytest
 from conftest import SHARED, TPSR_DIR, small_genotype, write_tiny_train_yaml
 from darts_sr import compare, records
 from darts_sr.config import ConfigError, SupernetConfig, TrainConfig, load_config
-from darts_sr.data import list_images
+from darts_sr.data import HOLDOUT, list_images
 from darts_sr.discriminator import SRGAN_DISCRIMINATOR
 from darts_sr.genotype import TPSR, live_nodes, save_genotype
 from darts_sr.networks import generator_macs
-from darts_sr.rank_check import HOLDOUT
 from darts_sr.runner import StopRequested, prepare_run_folder
 from darts_sr.train import Retrainer
 

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from darts_sr.data import holdout_split
 from darts_sr.genotype import TPSR, GeneratorGenotype, Node
-from darts_sr.rank_check import holdout_split, record_key
+from darts_sr.rank_check import record_key
 from darts_sr.search import search_diagnostics
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from darts_sr import cli
 from darts_sr.config import ConfigError
-from darts_sr.data import DataError, bicubic_upscale, load_dataset, parse_data_spec
-from darts_sr.evaluation import evaluate_pairs, format_table, score_images
+from darts_sr.data import DataError, load_dataset, parse_data_spec
+from darts_sr.evaluation import evaluate_pairs, format_table, score_bicubic, score_images
 from darts_sr.genotype import GenotypeError
 from darts_sr.io import CheckpointError, atomic_write_text
 from darts_sr.metrics import MetricSettings, create_scorers
@@ -82,12 +82,9 @@ def run(args: argparse.Namespace) -> list[dict]:
 def reference_records(pairs: list, dataset: str, scale: int, scorers: dict) -> list[dict]:
     """Bicubic upscaling of the LR images, and the HR images scored as if they were the output (the ceiling of a
     no-reference metric such as NIQE; PSNR is infinite)."""
-    with_gt = [p for p in pairs if p.gt is not None]
-    rows = [("bicubic", ((bicubic_upscale(p.lq, scale), p) for p in pairs)), ("HR", ((p.gt, p) for p in with_gt))]
-    return [
-        {"model": model, **score_images(results, dataset, scale, scorers).record(), "params": 0, "macs_720p": 0}
-        for model, results in rows
-    ]
+    hr = score_images(((p.gt, p) for p in pairs if p.gt is not None), dataset, scale, scorers)
+    scores = [("bicubic", score_bicubic(pairs, dataset, scale, scorers)), ("HR", hr)]
+    return [{"model": model, **score.record(), "params": 0, "macs_720p": 0} for model, score in scores]
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
