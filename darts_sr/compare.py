@@ -73,6 +73,9 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, default=Path("results/compare"), help="records folder (results/compare)")
     o.add_argument("--work", type=Path, help="run folders (default: runs/<name of --out>)")
+    o.add_argument("--reuse", action="append", default=[], type=Path, metavar="RESULTS",
+                   help="another experiment's records: a model with the same genotype, recipe and seed there is "
+                        "copied, not retrained")  # fmt: skip
     o.add_argument("--report", type=Path, metavar="RESULTS", help="only rebuild the report of RESULTS from records")
     o.add_argument("--versus", type=Path, metavar="RESULTS", help="with the report: Kendall tau against RESULTS")
     return p.parse_args(argv)
@@ -288,8 +291,16 @@ def compare(args: argparse.Namespace) -> None:
     plan = [(name, seed) for name, m in models.items() for seed in range(seeds[name])]
     for name, seed in plan[index::count]:
         path = records.record_path(out, name, seed)
-        if records.existing_record(path, models[name]["genotype"].to_dict(), recipe_hash) is not None:
+        genotype = models[name]["genotype"].to_dict()
+        if records.existing_record(path, genotype, recipe_hash) is not None:
             log.info("%s seed %d: already recorded in %s, skipped", name, seed, path)
+            continue
+        if found := records.matching_record(args.reuse, genotype, recipe_hash, seed):
+            source, record = found
+            m = models[name]
+            records.write_json(path, record | {"model": name, "group": m["group"], "source": m["source"],
+                                               "reused_from": str(source)})  # fmt: skip
+            log.info("%s seed %d: the same model is recorded in %s, copied", name, seed, source)
             continue
         record = record_model(name, models[name], seed, recipe, recipe_hash, selection, work, evaluator)
         records.write_json(path, record)

@@ -195,6 +195,15 @@ class SupernetConfig:
 
 
 @dataclasses.dataclass
+class DeriveConfig:
+    # argmax: each node takes its most probable op and input (within the MACs window, darts_sr.supernet);
+    # perturbation: DARTS-PT's selection by measurement, each node takes the op and the input whose removal raises
+    # the supernet's validation loss most (on fixed batches of the architecture half), within the same window.
+    method: typing.Literal["argmax", "perturbation"] = "argmax"
+    batches: int = 4  # perturbation: fixed validation batches (of data.batch_size patches) the loss is measured on
+
+
+@dataclasses.dataclass
 class CostConfig:
     target_macs: float | None = None  # MACs at 720p output; None = TPSR's at this scale
     # log_ratio: weight * loss * max(0, |log(MACs / target)| - log(1 + dead_zone)), two-sided and scaled by the
@@ -301,6 +310,7 @@ class SearchConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     supernet: SupernetConfig = dataclasses.field(default_factory=SupernetConfig)
     cost: CostConfig = dataclasses.field(default_factory=CostConfig)
+    derive: DeriveConfig = dataclasses.field(default_factory=DeriveConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     discriminator: DiscriminatorConfig = dataclasses.field(default_factory=DiscriminatorConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)

@@ -75,6 +75,18 @@ def existing_record(path: Path, genotype: dict, recipe: str) -> dict | None:
     return record
 
 
+def matching_record(folders: list[Path], genotype: dict, recipe: str, seed: int) -> tuple[Path, dict] | None:
+    """A record of the same genotype, recipe and seed in another experiment's folder (``compare --reuse``): the same
+    training gives the same model, so experiments that share genotypes (the random population, ``tpsr``) need not
+    retrain them."""
+    for folder in folders:
+        for path in sorted(Path(folder).glob(f"*_seed{seed}.json")):
+            record = read_json(path)
+            if record.get("genotype") == genotype and record.get("recipe_hash") == recipe and record["seed"] == seed:
+                return path, record
+    return None
+
+
 def load_records(folder: Path) -> list[dict]:
     return [read_json(p) for p in sorted(folder.glob("*_seed*.json"))]
 

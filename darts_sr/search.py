@@ -11,6 +11,7 @@ are step-exact, so an interrupted run resumes to the same result as an uninterru
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from torch import Tensor
 
 from darts_sr import distributed, run_files
 from darts_sr.architect import adam_preconditioner, arch_gradients
-from darts_sr.config import SearchConfig
+from darts_sr.config import ConfigError, SearchConfig
 from darts_sr.data import PatchSampler, centre_crop, load_dataset, load_training_pairs, split_halves
 from darts_sr.discriminator import Discriminator, load_discriminator_genotype
 from darts_sr.evaluation import PSNR_ONLY, evaluate_pairs
@@ -205,12 +206,34 @@ class GeneratorSearch(Run):
             self._end_epoch(writer, epoch + 1)
         return {"loss": losses["l_g_total"]} if losses else {}
 
-    def derive(self) -> tuple[GeneratorGenotype, dict]:
-        """The derived genotype and the derivation's report (argmax MACs, repair swaps)."""
+    def derive(self, method: str = "argmax") -> tuple[GeneratorGenotype, dict]:
+        """The derived genotype and the derivation's report (argmax MACs, repair swaps). ``method``: ``argmax``
+        (each epoch's history) or ``derive.method`` (the run's result)."""
         c = self.cfg
         tol = c.cost.tolerance
         window = None if c.cost.penalty == "none" else (self.target * (1 - tol), self.target * (1 + tol))
-        return self.supernet.derive_with_report(c.supernet.max_skip_nodes, window=window)
+        scores = self.perturbation_scores() if method == "perturbation" else None
+        genotype, report = self.supernet.derive_with_report(c.supernet.max_skip_nodes, window=window, scores=scores)
+        return genotype, report | {"method": method}
+
+    def perturbation_scores(self) -> tuple[Tensor, Tensor]:
+        """``GeneratorSupernet.perturbation_scores`` on ``derive.batches`` fixed batches of the architecture half
+        (the data the architecture step validates on), with the generator loss less its adversarial term (the
+        discriminator is a moving target; the search's pixel and perceptual terms are what quality means here)."""
+        n = self.cfg.derive.batches
+        if n < 1:
+            raise ConfigError(f"derive.batches: expected at least 1, got {n}")
+        generator = torch.Generator().manual_seed(0)  # the same batches for every candidate and every call
+        batches = [draw_batch(self.arch_sampler, self.cfg.data.batch_size, generator, self.device) for _ in range(n)]
+        criterion = self.criterion.without("adversarial")
+
+        def loss() -> float:
+            return sum(float(criterion(self.supernet(lq), gt)[0]) for lq, gt in batches) / n
+
+        started = time.perf_counter()
+        scores = self.supernet.perturbation_scores(loss)
+        log.info("perturbation scores: %d nodes in %.0f s", self.supernet.num_nodes, time.perf_counter() - started)
+        return scores
 
     def _end_epoch(self, writer: Writer, epoch: int) -> None:
         scale = self.cfg.data.scale
@@ -296,12 +319,14 @@ class GeneratorSearch(Run):
         log_samples(writer, net, self.val_pairs[: self.cfg.run.samples], step, self.device)
 
     def stage_summary(self) -> dict[str, Any]:
-        if self.history:
+        method = self.cfg.derive.method
+        if self.history and method == "argmax":
             last = self.history[-1]
             genotype = GeneratorGenotype.from_dict(last["genotype"])
         else:
-            genotype, report = self.derive()
-            last = {"argmax_macs_720p": report["argmax_macs"], "window_changes": report["window_changes"]}
+            genotype, report = self.derive(method)
+            last = {**(self.history[-1] if self.history else {}), "argmax_macs_720p": report["argmax_macs"],
+                    "window_changes": report["window_changes"]}  # fmt: skip
         save_genotype(genotype, self.run_dir / run_files.GENERATOR_GENOTYPE)
         if last.get("window_changes"):
             log.warning(
@@ -318,6 +343,7 @@ class GeneratorSearch(Run):
             **search_diagnostics(genotype),
             "max_op_prob": last.get("max_prob"),
             "strategy": self.cfg.supernet.strategy,
+            "derive_method": method,
             "supernet_val_psnr": last.get("val_psnr_supernet"),
             "epochs": self.cfg.optim.epochs,
             "perceptual_backbone": BACKBONE_LABEL[self.perceptual_pretrained],

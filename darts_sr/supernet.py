@@ -22,8 +22,10 @@ Macro structure, mean shift and upsampler are those of ``darts_sr.networks.Gener
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -31,7 +33,14 @@ from torch import Tensor, nn
 
 from darts_sr.genotype import GeneratorGenotype, Node, live_nodes, prune
 from darts_sr.networks import REFERENCE_LR_SIZE, MeanShift, Upsampler, generator_macs, upsampler_macs
-from darts_sr.relaxation import gate_probabilities, make_relaxation, one_hot_argmax, probabilities, straight_through
+from darts_sr.relaxation import (
+    MASKED,
+    gate_probabilities,
+    make_relaxation,
+    one_hot_argmax,
+    probabilities,
+    straight_through,
+)
 from operations import OPS, build_op, conv_macs
 
 log = logging.getLogger(__name__)
@@ -176,6 +185,56 @@ class GeneratorSupernet(nn.Module):
             lr_width,
         )
 
+    # --- selection by measurement (DARTS-PT) -------------------------------------------------
+
+    @torch.no_grad()
+    def perturbation_scores(self, loss: Callable[[], float]) -> tuple[Tensor, Tensor]:
+        """DARTS-PT's measure (Wang et al., ICLR 2021): for every node, how much ``loss`` (a validation loss of
+        this supernet, on fixed batches) rises when one candidate op, or one candidate input, is removed and the
+        node's remaining weights are renormalised. An op the network relies on costs much to remove, whatever
+        its architecture weight says. Returns ``(op_scores (N, n_ops), input_scores (N, N))``; options that
+        cannot be removed (masked inputs, a node's only input) score 0, masked inputs are never chosen.
+
+        Batch norms use the batch's statistics without updating their running averages: removing an op moves
+        the statistics of every later state, which stored averages would not follow.
+        """
+        op_scores = torch.zeros_like(self.alpha)
+        input_scores = torch.zeros_like(self.beta)
+        with self._batch_statistics():
+            base = loss()
+            for k in range(self.num_nodes):
+                for o in range(len(self.op_names)):
+                    op_scores[k, o] = self._loss_without(self.alpha, (k, o), loss) - base
+                allowed = self.input_mask[k].nonzero().flatten().tolist()
+                for j in allowed if len(allowed) > 1 else []:
+                    input_scores[k, j] = self._loss_without(self.beta, (k, j), loss) - base
+        return op_scores, input_scores
+
+    def _loss_without(self, logits: nn.Parameter, index: tuple[int, int], loss: Callable[[], float]) -> float:
+        saved = logits[index].item()
+        logits[index] = MASKED
+        try:
+            return loss()
+        finally:
+            logits[index] = saved
+
+    @contextlib.contextmanager
+    def _batch_statistics(self):
+        norms = [m for m in self.modules() if isinstance(m, nn.BatchNorm2d)]
+        saved = [(m.training, m.momentum) for m in norms]
+        was_training = self.training
+        self.eval()  # the relaxation's eval choices: Mixed weights, or the argmax path of Sampled
+        for m in norms:
+            m.train()
+            m.momentum = 0.0  # running = (1 - 0) * running: the stored averages stay as they are
+        try:
+            yield
+        finally:
+            for m, (training, momentum) in zip(norms, saved):
+                m.train(training)
+                m.momentum = momentum
+            self.train(was_training)
+
     # --- discretisation ----------------------------------------------------------------------
 
     def derive(self, max_skip_nodes: int | None = None, max_macs: float | None = None) -> GeneratorGenotype:
@@ -186,6 +245,7 @@ class GeneratorSupernet(nn.Module):
         max_skip_nodes: int | None = None,
         max_macs: float | None = None,
         window: tuple[float, float] | None = None,
+        scores: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[GeneratorGenotype, dict]:
         """The most likely discrete generator, dead nodes pruned, and a report: ``argmax_macs`` (before the skip
         cap and any budget rule), ``window_changes`` (nodes whose op the window selection changed),
@@ -200,12 +260,19 @@ class GeneratorSupernet(nn.Module):
         exactly, by dynamic programming over the nodes (inputs and outputs stay the argmax ones).
         ``max_macs`` (the older rule) makes cheaper choices, least costly in probability first, until the
         derived generator fits.
+        ``scores=(op_scores, input_scores)`` (``perturbation_scores``) replace the log-probabilities as what each
+        node maximises: ops and inputs are chosen by measurement instead of by the architecture weights.
         """
         with torch.no_grad():
             op_p, in_p, out_p = self.op_probs(), self.input_probs(), self.output_probs()
             op_p = op_p.masked_fill(self._none_mask(), 0.0)
-        choice = op_p.argmax(dim=1).tolist()
-        inputs = in_p.argmax(dim=1).tolist()
+            if scores is None:
+                op_score, in_score = op_p.clamp_min(1e-30).log(), in_p
+            else:
+                op_score = scores[0].masked_fill(self._none_mask(), -math.inf)
+                in_score = scores[1].masked_fill(~self.input_mask, -math.inf)
+        choice = op_score.argmax(dim=1).tolist()
+        inputs = in_score.argmax(dim=1).tolist()
         outputs = tuple(k + 1 for k in range(self.num_nodes) if out_p[k] > 0.5) or (int(out_p.argmax()) + 1,)
         # Liveness depends on inputs and outputs only, so op changes below never revive or kill a node.
         live = sorted(live_nodes(tuple(Node("skip", i) for i in inputs), outputs))
@@ -217,13 +284,13 @@ class GeneratorSupernet(nn.Module):
         argmax_macs = generator_macs(genotype(choice))
         skip = self.op_names.index("skip") if "skip" in self.op_names else None
         if max_skip_nodes is not None and skip is not None:
-            live_skips = sorted((k - 1 for k in live if choice[k - 1] == skip), key=lambda k: -op_p[k, skip].item())
+            live_skips = sorted((k - 1 for k in live if choice[k - 1] == skip), key=lambda k: -op_score[k, skip].item())
             for k in live_skips[max_skip_nodes:]:
-                choice[k] = next(o for o in op_p[k].argsort(descending=True).tolist() if o != skip)
+                choice[k] = next(o for o in op_score[k].argsort(descending=True).tolist() if o != skip)
         changes = 0
         if window is not None and not window[0] <= generator_macs(genotype(choice)) <= window[1]:
             fixed = generator_macs(genotype(choice)) - self._body_macs(choice, live)
-            within = self._most_probable_in_window(op_p, live, window, fixed, max_skip_nodes, skip)
+            within = self._best_in_window(op_score, live, window, fixed, max_skip_nodes, skip)
             if within is None:
                 log.warning("derive: no choice of ops fits %.3f-%.3f GMACs", window[0] / 1e9, window[1] / 1e9)
             else:
@@ -251,18 +318,19 @@ class GeneratorSupernet(nn.Module):
         h, w = REFERENCE_LR_SIZE[self.scale]
         return int(sum(int(self.op_macs_per_pixel[choice[k - 1]]) for k in live)) * h * w
 
-    def _most_probable_in_window(
-        self, op_p: Tensor, live: list[int], window: tuple[float, float], fixed: int, max_skips: int | None,
+    def _best_in_window(
+        self, op_score: Tensor, live: list[int], window: tuple[float, float], fixed: int, max_skips: int | None,
         skip: int | None,
     ) -> list[int] | None:  # fmt: skip
-        """Per node, the op of the most probable combination whose MACs lie in ``window`` (skip cap kept)."""
+        """Per node, the op of the combination with the largest summed score (log-probability, or a measured
+        score) whose MACs lie in ``window`` (skip cap kept)."""
         h, w = REFERENCE_LR_SIZE[self.scale]
         low = max(0, math.ceil((window[0] - fixed) / (h * w)))
         high = math.floor((window[1] - fixed) / (h * w))  # bounds on the live nodes' MACs per LR pixel
         if high < low:
             return None
         cost = [int(c) for c in self.op_macs_per_pixel.tolist()]
-        log_p = op_p.clamp_min(1e-30).log().tolist()
+        log_p = op_score.tolist()
         options = [o for o, name in enumerate(self.op_names) if name != "none"]
         skips = len(live) if max_skips is None else min(max_skips, len(live))
         best = np.full((skips + 1, high + 1), -np.inf)  # best[s, m]: largest log-probability, s skips, m MACs/pixel
@@ -285,7 +353,7 @@ class GeneratorSupernet(nn.Module):
         m += low
         if not np.isfinite(best[s, m]):
             return None
-        choice = op_p.argmax(dim=1).tolist()
+        choice = op_score.argmax(dim=1).tolist()
         for k, arg in zip(reversed(live), reversed(back)):
             o = int(arg[s, m])
             choice[k - 1] = o

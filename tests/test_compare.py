@@ -100,6 +100,15 @@ def test_records_round_trip_skip_and_rebuild_the_report(tmp_path, tiny_yaml, mon
         assert compare.main(args) == 0
     assert sum("already recorded" in m for m in caplog.messages) == 5
 
+    # Another experiment over the same models copies their records from this one (--reuse) instead of training.
+    other = tmp_path / "results" / "other"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="compare"):
+        assert compare.main([*args[:-4], "--out", str(other), "--work", str(work), "--reuse", str(out)]) == 0
+    assert sum("copied" in m for m in caplog.messages) == 5
+    copied = json.loads((other / "tpsr_seed1.json").read_text())
+    assert copied.pop("reused_from") == str(out / "tpsr_seed1.json") and copied == record
+
     # The report needs the records alone: no run folder, no benchmark images.
     shutil.rmtree(work)
     (out / records.REPORT).unlink()

@@ -141,3 +141,19 @@ def test_cli_runs_and_refuses_to_overwrite(tmp_path):
     assert (out / "genotype_generator.json").is_file() and (out / "run.log").is_file()
     again = run_cli("train_search.py", "--config", cfg, "--out", out)
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_perturbation_selection_is_the_runs_result_and_the_derive_command_reproduces_it(tmp_path):
+    config = _config(tmp_path, derive={"method": "perturbation", "batches": 2})
+    summary = _run(config, tmp_path / "run")
+    run = tmp_path / "run"
+    assert summary["derive_method"] == "perturbation"
+    lo, hi = 0.97 * 2.0e8, 1.03 * 2.0e8
+    assert lo <= summary["macs_720p"] <= hi
+    (run / "config.yaml").write_text(yaml.safe_dump(TINY | {"derive": {"method": "perturbation", "batches": 2}}))
+    done = run_cli("-m darts_sr.derive", str(run), "--out", str(tmp_path / "again.json"))
+    assert done.returncode == 0, done.stderr
+    assert load_generator_genotype(tmp_path / "again.json") == load_generator_genotype(run / "genotype_generator.json")
+    bad = run_cli("-m darts_sr.derive", str(run), "--batches", "0")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == "error: derive.batches: expected at least 1, got 0"

@@ -277,3 +277,62 @@ def test_window_selection_is_the_most_probable_choice_inside_the_window():
     derived, report = net.derive_with_report(max_skip_nodes=1, window=(low, high))
     assert report["window_changes"] > 0 and len(inside) > 3
     assert derived.nodes == nodes(best)
+
+
+@pytest.mark.parametrize("strategy", ["mixed", "sampled"])
+def test_perturbation_scores_are_the_loss_rise_of_removing_each_candidate(strategy):
+    """Against the definition: rebuild the loss with one op (or input) removed and its node renormalised, by hand;
+    batch norms see batch statistics and keep their running averages; architecture parameters come back intact."""
+    torch.manual_seed(0)
+    net = GeneratorSupernet(3, 4, 2, ("conv_3x3", "sep_3x3", "skip"), strategy=strategy, normalize=True)
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.normal_(0, 0.5)
+    lq, gt = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 16, 16)
+    loss = lambda: float((net(lq) - gt).abs().mean())  # noqa: E731
+    arch_before = [p.detach().clone() for p in net.arch_parameters()]
+    stats_before = [b.clone() for name, b in net.named_buffers() if "running" in name]
+    net.train()
+    op_scores, input_scores = net.perturbation_scores(loss)
+    assert net.training and all(torch.equal(a, p) for a, p in zip(arch_before, net.arch_parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(stats_before, (b for n, b in net.named_buffers() if "running" in n)))
+
+    def by_hand(logits: torch.nn.Parameter, index: tuple[int, int]) -> float:
+        norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        state = {k: v.clone() for k, v in net.state_dict().items()}
+        net.eval()
+        for m in norms:
+            m.train()
+        with torch.no_grad():
+            base = loss()
+            logits[index] = -1e9
+            removed = loss()
+        net.load_state_dict(state)
+        net.train()
+        return removed - base
+
+    for k, o in [(0, 0), (1, 2), (2, 1)]:
+        assert op_scores[k, o].item() == pytest.approx(by_hand(net.alpha, (k, o)), abs=1e-6)
+    assert input_scores[2, 1].item() == pytest.approx(by_hand(net.beta, (2, 1)), abs=1e-6)
+    assert input_scores[0].abs().sum() == 0  # node 1 can only read the stem: nothing to remove
+    assert input_scores[1, 2] == 0  # masked (node 2 cannot read node 2)
+
+
+def test_derivation_by_scores_follows_the_scores_not_the_probabilities():
+    net = GeneratorSupernet(3, 16, 4, ("conv_3x3", "conv_5x5", "skip"))
+    with torch.no_grad():
+        net.alpha.copy_(torch.tensor([[3.0, 0, 0]] * 3))  # conv_3x3 most probable everywhere
+        net.beta.fill_(0.0)
+        net.beta[:, 0] = 3.0  # every node most probably reads the stem
+        net.gamma.fill_(5.0)
+    op_scores = torch.tensor([[0.0, 1.0, 0.5], [0.0, 0.2, 0.1], [0.3, 0.0, 0.9]])
+    input_scores = torch.zeros(3, 3)
+    input_scores[1, 1], input_scores[2, 2] = 1.0, 1.0  # node 2 reads node 1, node 3 reads node 2
+    derived, _ = net.derive_with_report(scores=(op_scores, input_scores))
+    assert [(n.op, n.input) for n in derived.nodes] == [("conv_5x5", 0), ("conv_5x5", 1), ("skip", 2)]
+    by_probability = net.derive()
+    assert [(n.op, n.input) for n in by_probability.nodes] == [("conv_3x3", 0)] * 3
+    # Within a MACs window the dynamic programme maximises the summed scores: a window only all-conv_3x3 fits.
+    window = (generator_macs(by_probability) - 1, generator_macs(by_probability) + 1)
+    inside, report = net.derive_with_report(window=window, scores=(op_scores, torch.zeros(3, 3)))
+    assert [n.op for n in inside.nodes] == ["conv_3x3"] * 3 and report["window_changes"] > 0
