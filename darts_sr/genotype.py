@@ -86,6 +86,23 @@ class GeneratorGenotype:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
+    def canonical_form(self) -> str:
+        """The same string for every genotype that builds the same network up to the order of its nodes.
+
+        Every node reads exactly one state, so the live nodes form a tree rooted at the stem; two genotypes build
+        the same network exactly when their trees are isomorphic, with ops and output membership as labels
+        (renumbering nodes only permutes parallel branches, whose outputs are summed). The form is the tree's
+        canonical string (Aho-Hopcroft-Ullman: children's strings sorted)."""
+        children: dict[int, list[int]] = {k: [] for k in range(len(self.nodes) + 1)}
+        for k, node in enumerate(self.nodes, start=1):  # a genotype has no dead nodes (validated)
+            children[node.input].append(k)
+
+        def form(k: int) -> str:
+            label = "stem" if k == 0 else self.nodes[k - 1].op + ("*" if k in self.outputs else "")
+            return label + "(" + ",".join(sorted(form(c) for c in children[k])) + ")"
+
+        return f"x{self.scale} c{self.channels} " + form(0)
+
     def describe(self) -> str:
         """One line per node, readable in logs and TensorBoard."""
         lines = [f"generator x{self.scale}, {self.channels} channels"]

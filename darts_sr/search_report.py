@@ -14,10 +14,12 @@ import argparse
 import json
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 from darts_sr import run_files
 from darts_sr.config import SearchConfig, load_config
+from darts_sr.genotype import GeneratorGenotype
 from darts_sr.io import atomic_write_text, load_checkpoint
 
 HEADER = (
@@ -96,18 +98,25 @@ def figure(runs: list[Path], path: Path) -> None:
 
 
 def agreement(runs: list[Path]) -> list[str]:
-    """Pairwise: are the derived genotypes identical, and on how many nodes (by index) do op and input agree."""
-    genotypes = {run: json.loads((run / run_files.GENERATOR_SEARCH.summary).read_text())["genotype"] for run in runs}
+    """Pairwise: do the derived genotypes build the same network (up to node order: ``canonical_form``), how many
+    ops they share (as multisets), and on how many nodes (by index) op and input agree."""
+    genotypes = {
+        run: GeneratorGenotype.from_dict(json.loads((run / run_files.GENERATOR_SEARCH.summary).read_text())["genotype"])
+        for run in runs
+    }
     lines = []
     for i, a in enumerate(runs):
         for b in runs[i + 1 :]:
-            na, nb = genotypes[a]["nodes"], genotypes[b]["nodes"]
+            na, nb = genotypes[a].nodes, genotypes[b].nodes
             n = min(len(na), len(nb))
-            ops = sum(x["op"] == y["op"] for x, y in zip(na, nb))
+            ops = sum(x.op == y.op for x, y in zip(na, nb))
             both = sum(x == y for x, y in zip(na, nb))
+            shared = sum((Counter(x.op for x in na) & Counter(y.op for y in nb)).values())
+            same = genotypes[a].canonical_form() == genotypes[b].canonical_form()
             lines.append(
-                f"{a.name} vs {b.name}: identical {genotypes[a] == genotypes[b]}; {len(na)} and {len(nb)} nodes; "
-                f"op agrees on {ops} of {n}, op and input on {both} of {n}"
+                f"{a.name} vs {b.name}: same network {same} (identical {genotypes[a] == genotypes[b]}); "
+                f"{len(na)} and {len(nb)} nodes; {shared} ops shared; op agrees on {ops} of {n} nodes by index, "
+                f"op and input on {both} of {n}"
             )
     return lines
 

@@ -291,11 +291,13 @@ class GeneratorSupernet(nn.Module):
         if window is not None and not window[0] <= generator_macs(genotype(choice)) <= window[1]:
             fixed = generator_macs(genotype(choice)) - self._body_macs(choice, live)
             within = self._best_in_window(op_score, live, window, fixed, max_skip_nodes, skip)
-            if within is None:
-                log.warning("derive: no choice of ops fits %.3f-%.3f GMACs", window[0] / 1e9, window[1] / 1e9)
-            else:
-                changes = sum(choice[k] != within[k] for k in range(self.num_nodes))
-                choice = within
+            changes = sum(choice[k] != within[k] for k in range(self.num_nodes))
+            choice = within
+            if not window[0] <= generator_macs(genotype(choice)) <= window[1]:
+                log.warning(
+                    "derive: no choice of ops for the %d live nodes fits %.3f-%.3f GMACs; the nearest costs %.3f",
+                    len(live), window[0] / 1e9, window[1] / 1e9, generator_macs(genotype(choice)) / 1e9,
+                )  # fmt: skip
         swaps = 0
         if max_macs is not None:
             while generator_macs(genotype(choice)) > max_macs:
@@ -321,19 +323,20 @@ class GeneratorSupernet(nn.Module):
     def _best_in_window(
         self, op_score: Tensor, live: list[int], window: tuple[float, float], fixed: int, max_skips: int | None,
         skip: int | None,
-    ) -> list[int] | None:  # fmt: skip
+    ) -> list[int]:  # fmt: skip
         """Per node, the op of the combination with the largest summed score (log-probability, or a measured
-        score) whose MACs lie in ``window`` (skip cap kept)."""
+        score) whose MACs lie in ``window`` (skip cap kept). When no combination of ops for these live nodes lands
+        in the window (op granularity: five nodes cannot make TPSR's MACs within 3%), the combination of the
+        achievable cost nearest the window, so a derived network never lands far off the target silently."""
         h, w = REFERENCE_LR_SIZE[self.scale]
-        low = max(0, math.ceil((window[0] - fixed) / (h * w)))
-        high = math.floor((window[1] - fixed) / (h * w))  # bounds on the live nodes' MACs per LR pixel
-        if high < low:
-            return None
         cost = [int(c) for c in self.op_macs_per_pixel.tolist()]
-        log_p = op_score.tolist()
         options = [o for o, name in enumerate(self.op_names) if name != "none"]
+        low = max(0, math.ceil((window[0] - fixed) / (h * w)))
+        high = max(0, math.floor((window[1] - fixed) / (h * w)))  # bounds on the live nodes' MACs per LR pixel
+        top = max(high, len(live) * max(cost[o] for o in options))  # every achievable cost, in the window or not
+        log_p = op_score.tolist()
         skips = len(live) if max_skips is None else min(max_skips, len(live))
-        best = np.full((skips + 1, high + 1), -np.inf)  # best[s, m]: largest log-probability, s skips, m MACs/pixel
+        best = np.full((skips + 1, top + 1), -np.inf)  # best[s, m]: largest summed score, s skips, m MACs/pixel
         best[0, 0] = 0.0
         back = []
         for k in live:
@@ -341,18 +344,17 @@ class GeneratorSupernet(nn.Module):
             arg = np.full(best.shape, -1, dtype=np.int16)
             for o in options:
                 c, ds = cost[o], int(o == skip)
-                if c > high:
-                    continue
                 cand = np.full_like(best, -np.inf)
-                cand[ds:, c:] = best[: skips + 1 - ds, : high + 1 - c] + log_p[k - 1][o]
+                cand[ds:, c:] = best[: skips + 1 - ds, : top + 1 - c] + log_p[k - 1][o]
                 better = cand > new
                 new[better], arg[better] = cand[better], o
             best = new
             back.append(arg)
-        s, m = np.unravel_index(np.argmax(best[:, low:]), best[:, low:].shape)
-        m += low
-        if not np.isfinite(best[s, m]):
-            return None
+        reachable = np.isfinite(best).any(axis=0).nonzero()[0]
+        distance = np.maximum(low - reachable, 0) + np.maximum(reachable - high, 0)  # 0 inside the window
+        allowed = reachable[distance == distance.min()]
+        s, i = np.unravel_index(np.argmax(best[:, allowed]), best[:, allowed].shape)
+        m = int(allowed[i])
         choice = op_score.argmax(dim=1).tolist()
         for k, arg in zip(reversed(live), reversed(back)):
             o = int(arg[s, m])

@@ -101,3 +101,20 @@ def test_prune_drops_dead_nodes_and_renumbers():
     assert g.nodes == (Node("conv_3x3", 0), Node("conv_5x5", 1))
     assert g.outputs == (2,)
     assert prune(TPSR.nodes, TPSR.outputs, 16, 4) == TPSR
+
+
+def test_canonical_form_identifies_networks_up_to_node_order():
+    g = lambda nodes, outputs: GeneratorGenotype(tuple(Node(op, i) for op, i in nodes), outputs)  # noqa: E731
+    # Parallel branches on the stem, renumbered: the same network.
+    a = g([("conv_3x3", 0), ("conv_7x7", 0), ("skip", 0)], (1, 2, 3))
+    b = g([("skip", 0), ("conv_3x3", 0), ("conv_7x7", 0)], (1, 2, 3))
+    assert a != b and a.canonical_form() == b.canonical_form()
+    # Two identical siblings: reading the one or the other is the same network.
+    c = g([("conv_3x3", 0), ("conv_3x3", 0), ("conv_5x5", 1)], (2, 3))
+    d = g([("conv_3x3", 0), ("conv_3x3", 0), ("conv_5x5", 2)], (1, 3))
+    assert c.canonical_form() == d.canonical_form()
+    # What does change the network: an op, an input, output membership.
+    assert g([("conv_3x3", 0), ("conv_3x3", 0), ("conv_7x7", 1)], (2, 3)).canonical_form() != c.canonical_form()
+    assert g([("conv_3x3", 0), ("conv_3x3", 1), ("conv_5x5", 1)], (2, 3)).canonical_form() != c.canonical_form()
+    assert g([("conv_3x3", 0), ("conv_3x3", 0), ("conv_5x5", 1)], (1, 2, 3)).canonical_form() != c.canonical_form()
+    assert TPSR.canonical_form() == GeneratorGenotype.from_dict(TPSR.to_dict()).canonical_form()

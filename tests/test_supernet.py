@@ -336,3 +336,16 @@ def test_derivation_by_scores_follows_the_scores_not_the_probabilities():
     window = (generator_macs(by_probability) - 1, generator_macs(by_probability) + 1)
     inside, report = net.derive_with_report(window=window, scores=(op_scores, torch.zeros(3, 3)))
     assert [n.op for n in inside.nodes] == ["conv_3x3"] * 3 and report["window_changes"] > 0
+
+
+def test_a_window_no_combination_reaches_gives_the_nearest_achievable_cost(caplog):
+    net = GeneratorSupernet(3, 16, 4, ("conv_3x3", "conv_7x7", "skip"))
+    with torch.no_grad():
+        net.alpha.copy_(torch.tensor([[0.0, 0.0, 3.0]] * 3))  # skip most probable: the argmax costs least
+        net.beta.fill_(0.0)
+        net.gamma.fill_(5.0)
+    widest = generator_macs(GeneratorGenotype(tuple(Node("conv_7x7", 0) for _ in range(3)), (1, 2, 3)))
+    with caplog.at_level("WARNING"):
+        derived, report = net.derive_with_report(max_skip_nodes=2, window=(1.5 * widest, 1.6 * widest))
+    assert [n.op for n in derived.nodes] == ["conv_7x7"] * 3 and report["window_changes"] == 3
+    assert any("nearest costs" in m for m in caplog.messages)
