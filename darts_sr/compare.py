@@ -265,7 +265,7 @@ def compare(args: argparse.Namespace) -> None:
     config_file = cli.resolve_config(args.config)
     recipe = load_config(TrainConfig, config_file, overrides)
     cli.check_run_device(recipe.run, from_flag=bool(args.device))
-    index, count = _shard(args.shard)
+    index, count = parse_shard(args.shard)
     benchmarks = [parse_data_spec(b) for b in args.benchmark or DEFAULT_BENCHMARKS]
     models, target, space = candidates(args, recipe.data.scale)
     seeds = seed_counts(args, models)
@@ -308,7 +308,7 @@ def compare(args: argparse.Namespace) -> None:
     print(records.report(out))
 
 
-def _shard(spec: str) -> tuple[int, int]:
+def parse_shard(spec: str) -> tuple[int, int]:
     index, _, count = spec.partition("/")
     if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
         raise ConfigError(f"--shard {spec!r}: expected I/N with 0 <= I < N")

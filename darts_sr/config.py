@@ -18,7 +18,7 @@ import yaml
 
 from darts_sr.losses import LOSSES, LossTerm
 from operations import GENERATOR_SEARCH_SPACE
-from operations.discriminator import D_SEARCH_SPACE
+from operations.discriminator import D_SEARCH_SPACE, D_SEARCH_WIDTHS, HEADS, NORMS
 
 T = TypeVar("T")
 
@@ -270,22 +270,46 @@ class RunConfig:
     log_every: int = 10
 
 
+def _search_objective() -> LossConfig:
+    # ESRGAN's balance of L1 and VGG19 features, no adversarial term; a random-feature VGG19 offline (labelled).
+    return LossConfig(pixel=1e-2, perceptual=1.0, adversarial=0.0, allow_random_backbone=True)
+
+
 @dataclasses.dataclass
 class DiscriminatorSearchConfig:
     """Stage 2: a discriminator supernet searched against a fixed tiny generator (``data``, ``loss`` and ``run``
-    are shared with stage 1; ``loss`` is the generator's training loss and needs an adversarial term)."""
+    are shared with stage 1; ``loss`` is the generator's training loss, with ``adversarial`` below as its
+    adversarial weight during this stage)."""
 
     generator: str | None = None  # generator genotype (JSON or built-in); None = this run's genotype_generator.json
     generator_weights: str | None = None  # generator checkpoint to start from; None = pixel pretraining
     pretrain_steps: int = 2000  # L1 pretraining of the generator before the search (skipped with weights)
     pretrain_lr: float = 2e-4
     blocks: int = 8  # SRGAN layout: stride 2 on every second block, widths x2 per pair
+    # The candidates; one value: configured, several: searched (darts_sr.d_supernet: widths by channel masking,
+    # norms sharing each op's convolutions).
     ops: tuple[str, ...] = D_SEARCH_SPACE
-    base_widths: tuple[int, ...] = (64,)  # one value: configured; several: searched (channel masking)
-    norms: tuple[str, ...] = ("batch",)  # of none/batch/spectral; one: configured; several: searched
-    # generator: alpha_D follows the generator's val loss (pixel + perceptual weights of `loss`, no adversarial
-    # term) after one unrolled generator step under the adversarial loss; adversarial: D's own val loss.
+    base_widths: tuple[int, ...] = D_SEARCH_WIDTHS
+    norms: tuple[str, ...] = NORMS  # of none/batch/spectral
+    heads: tuple[str, ...] = HEADS  # pool: GAP + MLP, one logit per image; patch: 1x1 conv, one logit per patch
+    # The generator's adversarial weight during stage 2 (the GAN step and the unrolled steps); None = loss.
+    # adversarial. The retraining's ESRGAN 0.005 against pixel 1 barely moves the generator in a step, so the
+    # discriminator would hardly change what it trains.
+    adversarial: float | None = 0.05
+    # generator: alpha_D follows `objective` (the generator's val loss) after `unroll_steps` virtual generator
+    # steps under the adversarial loss; adversarial: alpha_D follows D's own val loss.
     d_objective: typing.Literal["generator", "adversarial"] = "generator"
+    # The generator's validation objective that steers alpha_D: pixel and perceptual weights, adversarial must be 0.
+    # The perceptual term is VGG19 features (ImageNet weights when they can be found or fetched; with
+    # allow_random_backbone and no weights, a randomly initialised VGG19, logged and summarised as RANDOM VGG19).
+    # Its pretrained_dir: null = loss.pretrained_dir.
+    objective: LossConfig = dataclasses.field(default_factory=_search_objective)
+    arch_batches: int = 4  # hypergradients (each on its own train and val batches) averaged per architecture step
+    unroll_steps: int = 1  # virtual generator steps, each on its own train batch, before the objective
+    # Virtual steps: sgd = w - xi * g (DARTS); adam = w - xi * g / (sqrt(v_hat) + eps) with the generator optimizer's
+    # second moments, the size of the real Adam step. sgd by measurement: at demo sizes its hypergradient had twice
+    # the per-batch signal-to-noise ratio of adam's, and a second unrolled step did not raise it (twice the cost).
+    unroll_optimizer: typing.Literal["sgd", "adam"] = "sgd"
     xi: float | None = None  # unrolled step size; None = the generator's current learning rate
     epochs: int = 20
     steps_per_epoch: int = 500
@@ -293,16 +317,26 @@ class DiscriminatorSearchConfig:
     generator_lr: float = 1e-4
     generator_lr_min: float = 1e-6  # cosine schedule floor
     d_lr: float = 1e-4
-    arch_lr: float = 3e-4
+    arch_lr: float = 1e-3
     arch_weight_decay: float = 1e-3  # decoupled (AdamW), so it does not swamp the tiny hypergradient
-    # Adam's eps for alpha_D. The hypergradient scales with xi * loss.adversarial (~1e-9 at demo sizes) and Adam
-    # is otherwise invariant to the gradient's scale; the usual 1e-8 would swamp it.
+    # Adam's eps for alpha_D. The hypergradient scales with xi * adversarial (~1e-9 with plain SGD steps at demo
+    # sizes) and Adam is otherwise invariant to the gradient's scale; the usual 1e-8 would swamp it.
     arch_eps: float = 1e-16
     grad_clip: float | None = 5.0  # generator gradient norm clip
     penalty: typing.Literal["none", "hinge", "abs", "square"] = "none"  # MACs penalty on the discriminator
     penalty_weight: float = 0.0
     budget_macs: float | None = None  # D MACs at macs_size; None = all-conv_3x3 SRGAN layout at the widest width
     macs_size: int = 128  # HR patch side at which discriminator MACs are counted (ESRGAN's crop)
+    # How stage 2 answers: search = the supernet above; race = successive halving over discrete discriminators, each
+    # a short GAN fine-tune of the pixel-pretrained generator scored on data.val (darts_sr.discriminator_race).
+    method: typing.Literal["search", "race"] = "search"
+    race_candidates: tuple[str, ...] = ("reference",)  # built-in names or genotype JSON files (e.g. a search's pick)
+    race_random: int = 5  # more candidates drawn uniformly from this section's blocks, ops, base_widths and norms
+    race_eta: int = 2  # rung r fine-tunes for race_min_steps * race_eta ** r steps; the best 1/race_eta go on
+    race_min_steps: int = 1000
+    race_psnr_margin: float = 1.0  # dB under the pixel model's val Y-PSNR at which a candidate is dropped
+    # auto: LPIPS where its AlexNet weights exist, else NIQE; ties go to the other one, then to higher Y-PSNR
+    race_metric: typing.Literal["auto", "niqe", "lpips"] = "auto"
 
 
 @dataclasses.dataclass

@@ -276,7 +276,8 @@ def _box(ax: Axes, x: float, label: str, face: str, edge: str, lw: float = 1.0) 
 def discriminator_figure(genotype: DiscriminatorGenotype, title: str = "") -> Figure:
     """Blocks left to right as boxes whose height grows with width; op, channels, stride and norm written in each.
 
-    Stride-1 blocks are blue, stride-2 blocks purple; the classifier head (pool, MLP) is the red box on the right.
+    Stride-1 blocks are blue, stride-2 blocks purple; the head (pool + MLP, or the 1 x 1 conv to patch logits) is
+    the red box on the right.
     """
     layout = block_layout(len(genotype.blocks), genotype.base_width)
     widest = max(c_out for _, c_out, _ in layout)
@@ -299,7 +300,8 @@ def discriminator_figure(genotype: DiscriminatorGenotype, title: str = "") -> Fi
         ax.text(i, -half_max - 0.05, f"block {i}", ha="center", va="top", fontsize=7, color="0.3")
         _straight_between(ax, i + 0.4, i + 0.6)
     ax.add_patch(plt.Rectangle((n - 0.4, -0.45), 0.8, 0.9, color="tab:red", alpha=0.85, zorder=2))
-    ax.text(n, 0, "pool\nMLP\n→ logit", ha="center", va="center", fontsize=7, color="w")
+    head = "pool\nMLP\n→ logit" if genotype.head == "pool" else "conv 1×1\n→ patch\nlogits"
+    ax.text(n, 0, head, ha="center", va="center", fontsize=7, color="w")
     fig.suptitle(
         title or f"discriminator, base width {genotype.base_width}, norm {genotype.norm}", fontsize=9,
         y=1.0 - 0.08 / height_in, va="top",

@@ -15,6 +15,8 @@ GENERATOR_GENOTYPE = "genotype_generator.json"
 DISCRIMINATOR_GENOTYPE = "genotype_discriminator.json"
 MODEL_PIXEL = "model_pixel.pt"  # retraining: best validation Y-PSNR of the pixel phase
 MODEL_GAN = "model_gan.pt"  # retraining: end of the perceptual-adversarial phase
+DISCRIMINATOR_RACE = "race_discriminator.json"  # stage 2 by race: candidates, the floor, every rung's scores
+DISCRIMINATOR_RACE_DIR = "race"  # stage 2 by race: the fine-tunes' run folders (pixel/, rung<r>/<candidate>/)
 
 
 @dataclass(frozen=True)

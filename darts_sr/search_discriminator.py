@@ -3,10 +3,16 @@
 A fixed tiny generator (a derived genotype: stage 1's result or ``stage2.generator``) is first pixel-pretrained for
 ``stage2.pretrain_steps`` steps (or loaded from ``stage2.generator_weights``). Then each step: (1) after the warm-up,
 an architecture step for the discriminator supernet: by default the hypergradient of the generator's validation
-loss (pixel + perceptual, no adversarial term) through one unrolled generator step taken under the adversarial
-loss from the current discriminator (``darts_sr.d_architect``), or with ``d_objective: adversarial`` the gradient
-of the discriminator's own validation loss; plus an optional MACs penalty. (2) BasicSR's GAN step: the generator
-on its perceptual-adversarial loss with the supernet frozen, then the supernet's weights on the relativistic loss.
+objective (``stage2.objective``: pixel + perceptual, no adversarial term) through ``stage2.unroll_steps`` unrolled
+generator steps taken under the adversarial loss from the current discriminator (``darts_sr.d_architect``),
+averaged over ``stage2.arch_batches`` independent batches; or with ``d_objective: adversarial`` the gradient of the
+discriminator's own validation loss; plus an optional MACs penalty. (2) BasicSR's GAN step: the generator on its
+perceptual-adversarial loss (adversarial weight ``stage2.adversarial``) with the supernet frozen, then the
+supernet's weights on the relativistic loss.
+
+The perceptual term of the objective is VGG19 features with ImageNet weights when they exist; without them and with
+``stage2.objective.allow_random_backbone`` a randomly initialised VGG19 (fixed seed), which the log, TensorBoard
+and the summary call RANDOM VGG19: random features, not the perceptual loss ESRGAN means.
 
 Each epoch ends with the generator's validation PSNR, the derived discriminator genotype (kept as history),
 TensorBoard summaries and a checkpoint. Stage 2 shares the run folder with stage 1 under ``--stage all``: its files
@@ -15,7 +21,9 @@ are named ``*_discriminator*`` and its TensorBoard events go to ``tb/discriminat
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from darts_sr import distributed, run_files
+from darts_sr.architect import adam_preconditioner
 from darts_sr.config import ConfigError, SearchConfig
-from darts_sr.d_architect import cross_hypergradient
+from darts_sr.d_architect import mean_hypergradient
 from darts_sr.d_supernet import DiscriminatorSupernet, reference_macs
 from darts_sr.data import PatchSampler, centre_crop, load_dataset, load_training_pairs, split_halves
 from darts_sr.discriminator import DiscriminatorGenotype, discriminator_macs, discriminator_params
@@ -33,7 +42,7 @@ from darts_sr.evaluation import PSNR_ONLY, evaluate_pairs
 from darts_sr.gan import BACKBONE_LABEL, gan_step
 from darts_sr.genotype import GeneratorGenotype, load_generator_genotype
 from darts_sr.io import atomic_write_text
-from darts_sr.losses import GeneratorLoss, cost_penalty, relativistic_discriminator_loss
+from darts_sr.losses import LOSSES, GeneratorLoss, LossWeights, cost_penalty, relativistic_discriminator_loss
 from darts_sr.networks import Generator, load_generator
 from darts_sr.plots import discriminator_figure, probability_heatmap
 from darts_sr.runner import Run, RunFolderError, draw_batch
@@ -41,6 +50,10 @@ from darts_sr.schedules import cosine
 from darts_sr.tensorboard_logs import Writer, as_markdown, log_epoch, log_samples, log_scalars
 
 log = logging.getLogger(__name__)
+
+# The random-feature VGG19 of an offline objective is drawn from this seed, not from the run's RNG: the objective is
+# then the same function in every run and seed, and building it does not shift the run's random stream.
+RANDOM_BACKBONE_SEED = 0
 
 
 def resolve_generator_genotype(config: SearchConfig, run_dir: Path) -> GeneratorGenotype:
@@ -69,13 +82,19 @@ class DiscriminatorSearch(Run):
 
     def __init__(self, config: SearchConfig, run_dir: Path, resume: bool = False):
         cfg, s = config, config.stage2
-        if cfg.loss.adversarial <= 0:
+        adversarial = cfg.loss.adversarial if s.adversarial is None else s.adversarial
+        if adversarial <= 0:
             raise ConfigError(
-                "stage 2 needs loss.adversarial > 0: without it the discriminator cannot affect the generator"
+                "stage 2 needs an adversarial weight > 0 (stage2.adversarial, or loss.adversarial when that is "
+                "null): without it the discriminator cannot affect the generator"
             )
-        if s.d_objective == "generator" and cfg.loss.pixel <= 0 and cfg.loss.perceptual <= 0:
+        for key in ("arch_batches", "unroll_steps"):
+            if getattr(s, key) < 1:
+                raise ConfigError(f"stage2.{key} must be at least 1, got {getattr(s, key)}")
+        if s.d_objective == "generator" and s.objective.adversarial != 0:
             raise ConfigError(
-                "stage2.d_objective 'generator' needs loss.pixel or loss.perceptual > 0 (the val objective)"
+                "stage2.objective.adversarial must be 0: the objective that steers alpha_D is the generator's "
+                "validation loss without the discriminator"
             )
         super().__init__(config, run_dir, cfg.run)
         self.generator_genotype = resolve_generator_genotype(cfg, self.run_dir)
@@ -87,7 +106,7 @@ class DiscriminatorSearch(Run):
             self.pretrain_steps = s.pretrain_steps
         self.generator.to(self.device)
         try:
-            self.supernet = DiscriminatorSupernet(s.blocks, s.base_widths, s.norms, s.ops).to(self.device)
+            self.supernet = DiscriminatorSupernet(s.blocks, s.base_widths, s.norms, s.ops, s.heads).to(self.device)
         except (KeyError, ValueError) as e:
             raise ConfigError(f"stage2: {e.args[0] if e.args else e}") from None
 
@@ -100,10 +119,13 @@ class DiscriminatorSearch(Run):
         self.arch_sampler = PatchSampler(arch_half, cfg.data.patch_size, scale)
         self.val_pairs = centre_crop(load_dataset(cfg.data.val, scale, split="val"), cfg.data.val_crop, scale)
 
-        self.criterion = GeneratorLoss.from_config(cfg.loss).to(self.device)
+        # The generator's training loss in this stage: `loss` with the search's adversarial weight.
+        self.criterion = GeneratorLoss.from_config(dataclasses.replace(cfg.loss, adversarial=adversarial))
+        self.criterion.to(self.device)
         self.perceptual_pretrained = self.criterion.perceptual_pretrained
-        # The generator's validation objective: the same pixel and perceptual terms, no adversarial term.
-        self.val_criterion = self.criterion.without("adversarial") if s.d_objective == "generator" else None
+        self.objective = self._build_objective() if s.d_objective == "generator" else None
+        pretrained = None if self.objective is None else self.objective.perceptual_pretrained
+        self.objective_backbone = BACKBONE_LABEL[pretrained]
         self.budget = s.budget_macs or float(reference_macs(self.supernet, s.macs_size))
 
         self.search_steps = s.epochs * s.steps_per_epoch
@@ -112,8 +134,8 @@ class DiscriminatorSearch(Run):
         self.p_optimizer = torch.optim.Adam(g_params, lr=s.pretrain_lr, betas=(0.9, 0.99))
         self.g_optimizer = torch.optim.Adam(g_params, lr=s.generator_lr, betas=(0.9, 0.99))
         self.d_optimizer = torch.optim.Adam(self.supernet.weight_parameters(), lr=s.d_lr, betas=(0.9, 0.99))
-        # AdamW with a tiny eps: the generator-objective hypergradient is O(xi * loss.adversarial); Adam's update
-        # does not depend on that scale, but eps = 1e-8 or an L2 term added to the gradient would dominate it.
+        # AdamW with a tiny eps: the generator-objective hypergradient is O(xi * adversarial); Adam's update does not
+        # depend on that scale, but eps = 1e-8 or an L2 term added to the gradient would dominate it.
         self.a_optimizer = torch.optim.AdamW(
             self.supernet.arch_parameters(),
             lr=s.arch_lr,
@@ -122,8 +144,58 @@ class DiscriminatorSearch(Run):
             weight_decay=s.arch_weight_decay,
         )
         self.pretrained_psnr = None
+        # Whether the architecture steps had a signal to follow (the summary's "hypergradient"): running sums of the
+        # unit-normalised objective gradients, and per step the fraction of components whose sign agrees with the
+        # previous step's.
+        self.grad_stats: dict[str, Any] = {"steps": 0, "sum": None, "sumsq": None, "agreement": [], "previous": None}
         if resume:
             self.resume()
+        log.info("stage 2: %s", self.describe_objective())
+
+    def _build_objective(self) -> GeneratorLoss:
+        """``stage2.objective`` as a loss; shares the training loss's VGG19 when it is the same network. Its VGG19
+        weights are looked up in ``stage2.objective.pretrained_dir``, else in ``loss.pretrained_dir``."""
+        obj = self.cfg.stage2.objective
+        obj = dataclasses.replace(obj, pretrained_dir=obj.pretrained_dir or self.cfg.loss.pretrained_dir)
+        try:
+            weights = LossWeights.from_config(obj)
+        except ValueError as e:
+            raise ConfigError(f"stage2.objective: {e}") from None
+        modules = {}
+        if weights["perceptual"] > 0:
+            shared = self.criterion.terms["perceptual"] if "perceptual" in self.criterion.terms else None
+            if (
+                shared is not None
+                and shared.layer == obj.perceptual_layer
+                and self.cfg.loss.pretrained_dir == obj.pretrained_dir
+                and (shared.pretrained or obj.allow_random_backbone)
+            ):
+                modules["perceptual"] = shared
+            else:
+                try:
+                    with torch.random.fork_rng(devices=[]):
+                        torch.manual_seed(RANDOM_BACKBONE_SEED)
+                        modules["perceptual"] = LOSSES["perceptual"].build(obj)
+                except ValueError as e:  # an unknown layer
+                    raise ConfigError(f"stage2.objective.perceptual_layer: {e}") from None
+        return GeneratorLoss(weights, modules).to(self.device)
+
+    def describe_objective(self) -> str:
+        s = self.cfg.stage2
+        if self.objective is None:
+            return "alpha_D follows the discriminator's own relativistic loss on val batches (d_objective adversarial)"
+        w, obj = self.objective.weights, s.objective
+        terms = [f"{w['pixel']:g} x L1"] if w["pixel"] > 0 else []
+        if w["perceptual"] > 0:
+            backbone = self.objective_backbone
+            if self.objective.perceptual_pretrained is False:
+                backbone += " (random features, NOT the ImageNet perceptual loss)"
+            terms.append(f"{w['perceptual']:g} x {obj.perceptual_layer} features of {backbone}")
+        return (
+            f"alpha_D follows the generator's val loss {' + '.join(terms)} after {s.unroll_steps} virtual "
+            f"{s.unroll_optimizer} step(s) under adversarial weight {self.criterion.weights['adversarial']:g}, "
+            f"averaged over {s.arch_batches} batch(es) per architecture step"
+        )
 
     # --- checkpointing -----------------------------------------------------------------------
 
@@ -137,16 +209,24 @@ class DiscriminatorSearch(Run):
             "d_optimizer": self.d_optimizer.state_dict(),
             "a_optimizer": self.a_optimizer.state_dict(),
             "pretrained_psnr": self.pretrained_psnr,
+            "grad_stats": self.grad_stats,
         }
 
     def load_stage_state(self, state: dict[str, Any]) -> None:
         if state["generator_genotype"] != self.generator_genotype.to_dict():
             raise RunFolderError(f"{self.run_dir}: the checkpoint was searched against another generator")
+        try:
+            self.supernet.load_state_dict(state["supernet"])
+        except RuntimeError:
+            raise RunFolderError(
+                f"{self.run_dir}: the checkpoint's discriminator supernet does not match stage2's search space "
+                "(written by another version or config)"
+            ) from None
         self.generator.load_state_dict(state["generator"])
-        self.supernet.load_state_dict(state["supernet"])
         for name in ("p_optimizer", "g_optimizer", "d_optimizer", "a_optimizer"):
             getattr(self, name).load_state_dict(state[name])
         self.pretrained_psnr = state["pretrained_psnr"]
+        self.grad_stats = state["grad_stats"]
 
     def replicated_modules(self) -> list:
         return [self.generator, self.supernet]
@@ -172,15 +252,120 @@ class DiscriminatorSearch(Run):
             self.checkpoint()
             log.info("generator pixel-pretrained for %d steps: val Y-PSNR %.2f dB", self.step, self.pretrained_psnr)
 
-    def _generator_loss_under_supernet(self, generator: torch.nn.Module, lq: Tensor, gt: Tensor) -> Tensor:
+    def _generator_loss_under_supernet(self, generator: Any, lq: Tensor, gt: Tensor) -> Tensor:
         """The generator's training loss with the supernet's current architecture; both logits keep their graph.
 
         Unlike the G step, D(gt) is not detached: the relativistic generator loss depends on mean(D(gt)), and
         that is one of the ways the architecture changes the generator's gradient. The supernet's weights are
-        frozen here, so the graph reaches only its architecture parameters.
+        frozen here, so the graph reaches only its architecture parameters. ``generator``: the module or its
+        functional view at virtual weights.
         """
         sr = generator(lq)
         return self.criterion(sr, gt, self.supernet(gt), self.supernet(sr))[0]
+
+    def _draw(self, sampler: PatchSampler) -> list[Tensor]:
+        return draw_batch(sampler, self.cfg.data.batch_size, self.data_generator, self.device)
+
+    def _objective_gradient(
+        self, train_batch: list[Tensor], val_batch: list[Tensor], lr_now: float, details: dict[str, float]
+    ) -> tuple[Tensor, Tensor]:
+        """Sets the architecture parameters' ``.grad`` to the objective's gradient, averaged over
+        ``stage2.arch_batches`` problems; the first uses the given batches, the others fresh draws. Returns the
+        mean objective (detached) and the per-problem gradients (K, n_arch)."""
+        s, arch = self.cfg.stage2, self.supernet.arch_parameters()
+        sums: dict[str, float] = {}
+
+        def record(terms: dict[str, Tensor]) -> None:
+            for k, v in terms.items():
+                sums[f"arch/val_{k}"] = sums.get(f"arch/val_{k}", 0.0) + float(v.detach()) / s.arch_batches
+
+        if s.d_objective == "generator":
+            problems = []
+            for k in range(s.arch_batches):
+                # Unroll batches from the train half (the first is the GAN step's own), the objective's from the
+                # arch half, all drawn here in a fixed order so that a resumed run draws the same.
+                trains = [train_batch if k == 0 and t == 0 else self._draw(self.weight_sampler)
+                          for t in range(s.unroll_steps)]  # fmt: skip
+                val = val_batch if k == 0 else self._draw(self.arch_sampler)
+                problems.append(([self._train_loss_fn(b) for b in trains], self._val_loss_fn(val, record)))
+            weights = [p for p in self.generator.parameters() if p.requires_grad]
+            precondition = adam_preconditioner(self.g_optimizer, weights) if s.unroll_optimizer == "adam" else None
+            loss, samples = mean_hypergradient(arch, self.generator, problems, s.xi or lr_now, precondition)
+        else:
+            losses, rows = [], []
+            for k in range(s.arch_batches):
+                lq, gt = val_batch if k == 0 else self._draw(self.arch_sampler)
+                with torch.no_grad():
+                    sr = self.generator(lq)
+                d_loss, terms = relativistic_discriminator_loss(self.supernet(gt), self.supernet(sr))
+                grads = torch.autograd.grad(d_loss, arch, allow_unused=True)
+                grads = [torch.zeros_like(p) if g is None else g for p, g in zip(arch, grads)]
+                rows.append(torch.cat([g.flatten() for g in grads]))
+                losses.append(d_loss.detach())
+                record(terms)
+            samples, loss = torch.stack(rows), torch.stack(losses).mean()
+            mean, offset = samples.mean(dim=0), 0
+            for p in arch:
+                p.grad = mean[offset : offset + p.numel()].view_as(p).clone()
+                offset += p.numel()
+        details |= sums
+        return loss, samples
+
+    def _train_loss_fn(self, batch: list[Tensor]) -> Callable[[Any], Tensor]:
+        return lambda g: self._generator_loss_under_supernet(g, *batch)
+
+    def _val_loss_fn(self, batch: list[Tensor], record: Callable[[dict[str, Tensor]], None]) -> Callable[[Any], Tensor]:
+        def val_loss(generator: Any) -> Tensor:
+            total, terms = self.objective(generator(batch[0]), batch[1])
+            record(terms)
+            return total
+
+        return val_loss
+
+    def _gradient_statistics(self, samples: Tensor) -> dict[str, float]:
+        """Accumulates the step's mean objective gradient (unit-normalised: its scale follows xi, i.e. the learning
+        rate schedule) for the summary's signal report; returns the sign agreement with the previous step."""
+        mean = samples.detach().double().cpu().mean(dim=0)
+        norm = mean.norm()
+        if not bool(torch.isfinite(norm)) or norm == 0:
+            return {}
+        unit, stats = mean / norm, self.grad_stats
+        stats["steps"] += 1
+        stats["sum"] = unit if stats["sum"] is None else stats["sum"] + unit
+        stats["sumsq"] = unit**2 if stats["sumsq"] is None else stats["sumsq"] + unit**2
+        out = {}
+        if stats["previous"] is not None:
+            searched = (unit != 0) | (stats["previous"] != 0)  # a configured choice's gradient is exactly zero
+            agreement = float((unit[searched].sign() == stats["previous"][searched].sign()).double().mean())
+            stats["agreement"].append(agreement)
+            out["grad/sign_agreement"] = agreement
+        stats["previous"] = unit
+        return out
+
+    def signal_report(self) -> dict[str, Any]:
+        """Did alpha_D follow a signal? Per searched component, |mean| / std over the architecture steps of the
+        unit-normalised objective gradient (median per choice and overall), beside the median the same statistic has
+        when the gradient is pure noise (about 0.674 / sqrt(steps)); and the mean sign agreement of consecutive
+        steps (0.5 for noise)."""
+        stats, n = self.grad_stats, self.grad_stats["steps"]
+        report: dict[str, Any] = {"arch_steps": n, "batches_per_step": self.cfg.stage2.arch_batches}
+        report["sign_agreement_mean"] = _mean(stats["agreement"])
+        if n < 2:
+            return report | {"snr_median": None, "snr_by_choice": None, "snr_noise_floor": None}
+        mean = stats["sum"] / n
+        std = ((stats["sumsq"] - n * mean**2).clamp_min(0) / (n - 1)).sqrt()
+        snr = mean.abs() / std.clamp_min(1e-12)
+        searched = stats["sumsq"] > 0
+        groups = torch.split(torch.arange(mean.numel()), [p.numel() for p in self.supernet.arch_parameters()])
+        by_choice = {}
+        for name, index in zip(("ops", "width", "norm", "head"), groups):
+            chosen = index[searched[index]]
+            by_choice[name] = float(snr[chosen].median()) if chosen.numel() else None
+        return report | {
+            "snr_median": float(snr[searched].median()) if bool(searched.any()) else None,
+            "snr_by_choice": by_choice,
+            "snr_noise_floor": 0.674 / n**0.5,
+        }
 
     def _arch_step(self, train_batch: list[Tensor], val_batch: list[Tensor], lr_now: float) -> dict[str, float]:
         s, arch = self.cfg.stage2, self.supernet.arch_parameters()
@@ -189,31 +374,9 @@ class DiscriminatorSearch(Run):
         for p in arch:
             p.requires_grad_(True)
         try:
-            if s.d_objective == "generator":
-
-                def val_loss(generator: torch.nn.Module) -> Tensor:
-                    total, terms = self.val_criterion(generator(val_batch[0]), val_batch[1])
-                    details.update({f"arch/val_{k}": float(v.detach()) for k, v in terms.items()})
-                    return total
-
-                loss = cross_hypergradient(
-                    arch,
-                    self.generator,
-                    lambda g: self._generator_loss_under_supernet(g, *train_batch),
-                    val_loss,
-                    xi=s.xi or lr_now,
-                )
-            else:
-                lq, gt = val_batch
-                with torch.no_grad():
-                    sr = self.generator(lq)
-                loss, terms = relativistic_discriminator_loss(self.supernet(gt), self.supernet(sr))
-                grads = torch.autograd.grad(loss, arch, allow_unused=True)
-                for p, g in zip(arch, grads):
-                    p.grad = torch.zeros_like(p) if g is None else g
-                details.update({f"arch/val_{k}": float(v.detach()) for k, v in terms.items()})
-                loss = loss.detach()
+            loss, samples = self._objective_gradient(train_batch, val_batch, lr_now, details)
             details["grad/objective_norm"] = _norm([p.grad for p in arch])
+            details |= self._gradient_statistics(samples)
             if s.penalty != "none" and s.penalty_weight > 0:
                 penalty, cost = cost_penalty(
                     self.supernet.expected_macs(s.macs_size), self.budget, s.penalty, s.penalty_weight
@@ -238,9 +401,8 @@ class DiscriminatorSearch(Run):
             self._pretrain_step(writer)
             return {}
         cfg, s = self.cfg, self.cfg.stage2
-        bs = cfg.data.batch_size
-        weight_batch = draw_batch(self.weight_sampler, bs, self.data_generator, self.device)
-        arch_batch = draw_batch(self.arch_sampler, bs, self.data_generator, self.device)
+        weight_batch = self._draw(self.weight_sampler)
+        arch_batch = self._draw(self.arch_sampler)
         search_step = self.step - self.pretrain_steps
         lr_now = cosine(search_step, self.search_steps, s.generator_lr, s.generator_lr_min)
         for group in self.g_optimizer.param_groups:
@@ -269,13 +431,24 @@ class DiscriminatorSearch(Run):
         scale = self.cfg.data.scale
         return evaluate_pairs(self.generator, self.val_pairs, "val", scale, PSNR_ONLY, self.device)["psnr_y"]
 
+    def choice_probs(self) -> dict[str, Any]:
+        """The supernet's current probabilities per choice: ops per block, width, norm, head."""
+        net = self.supernet
+        with torch.no_grad():
+            return {
+                "ops": [dict(zip(net.op_names, row)) for row in net.op_probs().tolist()],
+                "width": dict(zip(map(str, net.widths), net.width_probs().tolist())),
+                "norm": dict(zip(net.norms, net.norm_probs().tolist())),
+                "head": dict(zip(net.heads, net.head_probs().tolist())),
+            }
+
     def _end_epoch(self, writer: Writer, epoch: int) -> None:
         s = self.cfg.stage2
         psnr = self._generator_psnr()
         genotype = self.supernet.derive()
         with torch.no_grad():
             expected = float(self.supernet.expected_macs(s.macs_size))
-            width_p, norm_p = self.supernet.width_probs().tolist(), self.supernet.norm_probs().tolist()
+        probs = self.choice_probs()
         record = {
             "epoch": epoch,
             "step": self.step,
@@ -283,18 +456,23 @@ class DiscriminatorSearch(Run):
             "expected_macs": expected,
             "derived_macs": discriminator_macs(genotype, s.macs_size, s.macs_size),
             "derived_params": discriminator_params(genotype),
-            "width_probs": dict(zip(map(str, self.supernet.widths), width_p)),
-            "norm_probs": dict(zip(self.supernet.norms, norm_p)),
+            "width_probs": probs["width"],
+            "norm_probs": probs["norm"],
+            "head_probs": probs["head"],
+            "max_probs": _max_probs(probs),
             "genotype": genotype.to_dict(),
         }
         self.history.append(record)
         atomic_write_text(self.run_dir / self.files.history_file(epoch), genotype.to_json() + "\n")
         self._log_epoch(writer, record, genotype)
         self.checkpoint()
+        top = record["max_probs"]
         log.info(
-            "D epoch %d: generator val Y-PSNR %.2f dB; derived D %s, width %d, norm %s: %.3f GMACs@%d, %d params",
-            epoch, psnr, ",".join(genotype.blocks), genotype.base_width, genotype.norm, record["derived_macs"] / 1e9,
-            s.macs_size, record["derived_params"],
+            "D epoch %d: generator val Y-PSNR %.2f dB; derived D %s, width %d (p %.2f), norm %s (p %.2f), head %s "
+            "(p %.2f), mean max op p %.2f: %.3f GMACs@%d, %d params",
+            epoch, psnr, ",".join(genotype.blocks), genotype.base_width, top["width"], genotype.norm, top["norm"],
+            genotype.head, top["head"], sum(top["ops"]) / len(top["ops"]), record["derived_macs"] / 1e9, s.macs_size,
+            record["derived_params"],
         )  # fmt: skip
 
     # --- TensorBoard -------------------------------------------------------------------------
@@ -302,6 +480,7 @@ class DiscriminatorSearch(Run):
     def log_start(self, writer: Writer) -> None:
         super().log_start(writer)
         writer.add_text("generator", as_markdown(self.generator_genotype.describe()), 0)
+        writer.add_text("objective", self.describe_objective(), 0)
 
     def _log_epoch(self, writer: Writer, record: dict, genotype: DiscriminatorGenotype) -> None:
         step, net = self.step, self.supernet
@@ -314,6 +493,8 @@ class DiscriminatorSearch(Run):
             writer.add_scalar(f"prob/width/{w}", p, step)
         for n, p in record["norm_probs"].items():
             writer.add_scalar(f"prob/norm/{n}", p, step)
+        for h, p in record["head_probs"].items():
+            writer.add_scalar(f"prob/head/{h}", p, step)
         blocks = [f"block {b}" for b in range(net.num_blocks)]
         writer.add_figure(
             "arch/op_probs", probability_heatmap(op_p, blocks, list(net.op_names), "op probabilities"), step
@@ -334,6 +515,14 @@ class DiscriminatorSearch(Run):
         )
         atomic_write_text(self.run_dir / run_files.DISCRIMINATOR_GENOTYPE, genotype.to_json() + "\n")
         last = self.history[-1] if self.history else {}
+        probs, obj, signal = self.choice_probs(), s.objective, self.signal_report()
+        top = _max_probs(probs)
+        log.info(
+            "D search: max probabilities width %.2f, norm %.2f, head %.2f, ops per block %s; hypergradient |mean|/std "
+            "over %d steps %s (noise alone: %s), consecutive sign agreement %s",
+            top["width"], top["norm"], top["head"], "/".join(f"{p:.2f}" for p in top["ops"]), signal["arch_steps"],
+            _fmt(signal["snr_median"]), _fmt(signal.get("snr_noise_floor")), _fmt(signal["sign_agreement_mean"]),
+        )  # fmt: skip
         return {
             "genotype": genotype.to_dict(),
             "params": discriminator_params(genotype),
@@ -342,6 +531,24 @@ class DiscriminatorSearch(Run):
             "reference_macs": reference_macs(self.supernet, s.macs_size),
             "budget_macs": self.budget if s.penalty != "none" and s.penalty_weight > 0 else None,
             "d_objective": s.d_objective,
+            # What steered alpha_D, and with which network: "RANDOM VGG19" is random features, not ESRGAN's loss.
+            "objective": None
+            if self.objective is None
+            else {
+                "pixel": self.objective.weights["pixel"],
+                "perceptual": self.objective.weights["perceptual"],
+                "perceptual_layer": obj.perceptual_layer,
+                "backbone": self.objective_backbone,
+            },
+            "objective_description": self.describe_objective(),
+            "adversarial_weight": self.criterion.weights["adversarial"],
+            "arch_batches": s.arch_batches,
+            "unroll_steps": s.unroll_steps,
+            "unroll_optimizer": s.unroll_optimizer,
+            # The final probabilities, and the largest per choice (1.0 for a configured, single-candidate choice).
+            "probs": probs,
+            "max_probs": top,
+            "hypergradient": signal,
             "generator_genotype": self.generator_genotype.to_dict(),
             "generator_val_psnr_pretrained": self.pretrained_psnr,
             "generator_val_psnr": last.get("val_psnr_generator"),
@@ -353,3 +560,19 @@ class DiscriminatorSearch(Run):
 
 def _norm(tensors: list[Tensor]) -> float:
     return float(torch.sqrt(sum((t.detach() ** 2).sum() for t in tensors)))
+
+
+def _max_probs(probs: dict[str, Any]) -> dict[str, Any]:
+    """The largest probability of each choice: a list for the per-block ops, a number for width, norm, head."""
+    return {
+        "ops": [max(row.values()) for row in probs["ops"]],
+        **{name: max(probs[name].values()) for name in ("width", "norm", "head")},
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None

@@ -32,6 +32,7 @@ from darts_sr.networks import (
     Generator,
     generator_macs,
     generator_params,
+    load_generator,
 )
 from darts_sr.runner import Run, draw_batch
 from darts_sr.schedules import cosine
@@ -52,6 +53,7 @@ class Retrainer(Run):
         d_genotype: DiscriminatorGenotype,
         run_dir: Path,
         resume: bool = False,
+        generator_weights: Path | None = None,
     ):
         if genotype.scale != config.data.scale:
             raise ValueError(f"genotype scale {genotype.scale} differs from data.scale {config.data.scale}")
@@ -60,7 +62,13 @@ class Retrainer(Run):
         scale = genotype.scale
         self.sampler = PatchSampler(load_training_pairs(config.data.train, scale), config.data.patch_size, scale)
         self.val_pairs = centre_crop(load_dataset(config.data.val, scale, split="val"), config.data.val_crop, scale)
-        self.generator = Generator(genotype).to(self.device)
+        # Given weights (a model_pixel.pt): a fine-tune from them; with pixel_phase.steps = 0 it starts in the GAN
+        # phase (darts_sr.discriminator_race). Loading builds the same Generator first, so the RNG stream, and with it
+        # the discriminator's initialisation, is the same as from scratch.
+        self.generator_weights = generator_weights
+        self.generator = (
+            Generator(genotype) if generator_weights is None else load_generator(generator_weights, genotype)
+        ).to(self.device)
         if config.discriminator.base_width is not None:
             d_genotype = replace(d_genotype, base_width=config.discriminator.base_width)
         self.d_genotype = d_genotype
@@ -184,6 +192,7 @@ class Retrainer(Run):
             "discriminator_genotype": self.d_genotype.to_dict(),
             "params": generator_params(self.genotype),
             "macs_720p": generator_macs(self.genotype),
+            "generator_weights": None if self.generator_weights is None else str(self.generator_weights),
             "best_val_psnr_pixel": None if self.best_psnr == -float("inf") else self.best_psnr,
             "val_history": self.history,
             "models": sorted(p.name for p in self.run_dir.glob("model_*.pt")),

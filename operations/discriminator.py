@@ -14,7 +14,8 @@ Costs are counted the way thop counts a model in eval mode, so analytic and meas
   alike). LeakyReLU and biases cost nothing; spectral norm's sigma is computed inside the conv's forward, which
   thop does not count, and a deployed discriminator would fold it into the weight.
 
-The search space is a tuple of names, kept apart from the table (see ``D_SEARCH_SPACE``).
+The search space is a tuple of names per choice, kept apart from the table: ``D_SEARCH_SPACE`` (ops per block),
+``D_SEARCH_WIDTHS``, ``NORMS`` and ``HEADS`` (the classifier head, built in ``darts_sr.discriminator``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from torch.nn.utils.parametrizations import spectral_norm
 from operations import conv_macs
 
 NORMS: tuple[str, ...] = ("none", "batch", "spectral")
+# pool: global average pooling and two linear layers, one logit per image; patch: a 1 x 1 conv, one logit per
+# position of the last feature map (a PatchGAN-style output). Built and counted in darts_sr.discriminator.
+HEADS: tuple[str, ...] = ("pool", "patch")
 
 # BatchNorm2d in thop: 2 ops per element to normalise, doubled for the affine weight and bias.
 BATCHNORM_MACS_PER_ELEMENT = 4
@@ -136,8 +140,11 @@ D_OPS: dict[str, DOpSpec] = {
     "dil_3x3": _conv_op(3, dilation=2),
 }
 
-# The default candidates of the discriminator search (stage 2).
-D_SEARCH_SPACE: tuple[str, ...] = ("conv_3x3", "conv_5x5", "sep_3x3", "sep_5x5", "dil_3x3")
+# The default candidates of the discriminator search (stage 2). Per block only a dense and a separable 3 x 3: the
+# kernel shape of one block changes little; what differs between the discriminators SRGAN, ESRGAN and PatchGAN
+# variants use is width, normalisation and head, searched over D_SEARCH_WIDTHS, NORMS and HEADS.
+D_SEARCH_SPACE: tuple[str, ...] = ("conv_3x3", "sep_3x3")
+D_SEARCH_WIDTHS: tuple[int, ...] = (8, 16, 32, 64)  # base widths; SRGAN's is 64
 
 
 def build_d_op(name: str, c_in: int, c_out: int, stride: int, norm: str) -> nn.Module:

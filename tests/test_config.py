@@ -6,9 +6,10 @@ from darts_sr.config import ConfigError, SearchConfig, TrainConfig, load_config,
 
 
 def test_presets_load():
-    for preset in ("configs/demo.yaml", "configs/div2k_x4.yaml", "configs/search_cpu.yaml"):
+    for preset in ("configs/demo.yaml", "configs/div2k_x4.yaml", "configs/search_cpu.yaml", "configs/race_cpu.yaml"):
         assert isinstance(load_config(SearchConfig, preset), SearchConfig)
-    for preset in ("configs/train_demo.yaml", "configs/compare_cpu.yaml", "configs/compare_div2k.yaml"):
+    for preset in ("configs/train_demo.yaml", "configs/compare_cpu.yaml", "configs/compare_cpu_realistic.yaml",
+                   "configs/compare_div2k.yaml"):
         assert isinstance(load_config(TrainConfig, preset), TrainConfig)
 
 

@@ -19,9 +19,11 @@ from darts_sr.discriminator import (
     discriminator_macs,
     discriminator_params,
     load_discriminator_genotype,
+    random_discriminator_genotypes,
 )
 from darts_sr.genotype import GenotypeError
-from operations.discriminator import D_OPS, D_SEARCH_SPACE, NORMS, build_d_op
+from darts_sr.losses import relativistic_discriminator_loss, relativistic_generator_loss
+from operations.discriminator import D_OPS, D_SEARCH_SPACE, D_SEARCH_WIDTHS, HEADS, NORMS, build_d_op
 
 SMALL = DiscriminatorGenotype(blocks=("conv_3x3", "sep_3x3", "dil_3x3", "conv_5x5", "sep_5x5"), base_width=4)
 GENOTYPES = {
@@ -30,6 +32,9 @@ GENOTYPES = {
     "mixed_none": DiscriminatorGenotype(blocks=SMALL.blocks, base_width=4, norm="none"),
     "mixed_spectral": DiscriminatorGenotype(blocks=SMALL.blocks, base_width=4, norm="spectral"),
     "one_block": DiscriminatorGenotype(blocks=("sep_5x5",), base_width=3),
+    "patch_batch": DiscriminatorGenotype(blocks=SMALL.blocks, base_width=4, head="patch"),
+    "patch_spectral": DiscriminatorGenotype(blocks=SMALL.blocks, base_width=4, norm="spectral", head="patch"),
+    "patch_one_block": DiscriminatorGenotype(blocks=("conv_3x3",), base_width=3, norm="none", head="patch"),
 }
 
 
@@ -123,8 +128,12 @@ def test_json_round_trip(genotype: DiscriminatorGenotype, tmp_path: Path) -> Non
 def test_defaults_and_builtin_loading() -> None:
     assert load_discriminator_genotype("reference") is SRGAN_DISCRIMINATOR
     assert DiscriminatorGenotype.from_dict({"blocks": ["conv_3x3"]}) == DiscriminatorGenotype(
-        ("conv_3x3",), 64, "batch"
+        ("conv_3x3",), 64, "batch", "pool"
     )
+    # A genotype written before the head was searched (no "head" key) is the pool head it was trained with.
+    old = {"kind": "discriminator", "base_width": 8, "norm": "batch", "blocks": ["conv_3x3", "sep_3x3"]}
+    assert DiscriminatorGenotype.from_dict(old).head == "pool"
+    assert SRGAN_DISCRIMINATOR.head == "pool" and SRGAN_DISCRIMINATOR.to_dict()["head"] == "pool"
     assert DiscriminatorGenotype(blocks=["conv_3x3"]).blocks == ("conv_3x3",)
 
 
@@ -147,6 +156,8 @@ def _d(**overrides) -> dict:
         (_d(base_width="64"), "'base_width' must be int"),
         (_d(base_width=True), "'base_width' must be int"),
         (_d(norm=None), "'norm' must be str"),
+        (_d(head="global"), "unknown head 'global'"),
+        (_d(head=1), "'head' must be str"),
         (_d(blocks=[]), "at least one block"),
         (_d(base_width=0), "base_width must be a positive integer"),
     ],
@@ -184,6 +195,9 @@ def test_describe() -> None:
     assert lines[1] == "block 0: conv_3x3 3->64 stride 1 norm none"
     assert lines[8] == "block 7: conv_3x3 512->512 stride 2 norm batch"
     assert "linear 512->1024" in lines[-1]
+    assert lines[0].endswith("head pool")
+    patch = DiscriminatorGenotype(blocks=("conv_3x3",) * 4, base_width=8, head="patch").describe().splitlines()
+    assert patch[0].endswith("head patch") and patch[-1].startswith("head: conv 1x1 16->1")
 
 
 # --- the network ----------------------------------------------------------------------------------------------
@@ -195,6 +209,26 @@ def test_shapes_for_patch_sizes(size: int) -> None:
     with torch.no_grad():
         assert model(torch.rand(2, 3, size, size)).shape == (2, 1)
         assert model(torch.rand(1, 3, size, size + 8)).shape == (1, 1)
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (33, 17)])
+def test_patch_head_gives_one_logit_per_position_of_the_last_map(hw: tuple[int, int]) -> None:
+    genotype = DiscriminatorGenotype(blocks=("conv_3x3",) * 6, base_width=4, head="patch")  # three stride-2 blocks
+    model = Discriminator(genotype).eval()
+    x = torch.rand(2, 3, *hw)
+    with torch.no_grad():
+        logits = model(x)
+        features = model.blocks(x)
+    assert features.shape[2:] == (-(-hw[0] // 8), -(-hw[1] // 8))
+    assert logits.shape == (2, features.shape[2] * features.shape[3])
+    # Each logit is the 1 x 1 conv at its own position: the per-patch logits are kept, not averaged.
+    conv = model.head[0]
+    expected = torch.einsum("bchw,c->bhw", features, conv.weight.view(-1)) + conv.bias
+    assert torch.allclose(logits, expected.flatten(1), atol=1e-6)
+    # The relativistic losses take per-patch logits as they are (every patch is one sample).
+    fake = model(torch.rand(2, 3, *hw))
+    d_loss, _ = relativistic_discriminator_loss(logits, fake)
+    assert torch.isfinite(d_loss) and torch.isfinite(relativistic_generator_loss(logits, fake))
 
 
 @pytest.mark.parametrize("name", sorted(GENOTYPES))
@@ -217,7 +251,9 @@ def test_backward_reaches_every_parameter(name: str) -> None:
     model = Discriminator(GENOTYPES[name]).train()
     x = torch.rand(3, 3, 24, 24, requires_grad=True)
     logits = model(x)
-    assert logits.shape == (3, 1) and torch.isfinite(logits).all()
+    assert logits.shape[0] == 3 and torch.isfinite(logits).all()
+    side = 24 // 2 ** (len(model.blocks) // 2)  # 24 is divisible by every stride product here
+    assert logits.shape[1] == (1 if GENOTYPES[name].head == "pool" else side * side)
     logits.square().sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     for pname, p in model.named_parameters():
@@ -236,3 +272,51 @@ def test_spectral_norm_bounds_conv_weights() -> None:
     for conv in convs:
         sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
         assert sigma.item() == pytest.approx(1.0, abs=1e-2)
+
+
+# --- random genotypes (the race's candidates) -------------------------------------------------------------------
+
+
+def test_random_genotypes_are_distinct_reproducible_and_in_the_space() -> None:
+    space = {"blocks": 3, "ops": ("conv_3x3", "sep_3x3"), "base_widths": (4, 8), "norms": NORMS, "heads": HEADS}
+    # 48 of 96: drawn one by one (below half the space); independent draws would repeat almost surely.
+    drawn = random_discriminator_genotypes(48, seed=3, **space)
+    assert len(drawn) == 48 and len(set(drawn)) == 48
+    for g in drawn:
+        assert len(g.blocks) == 3 and set(g.blocks) <= set(space["ops"])
+        assert g.base_width in space["base_widths"] and g.norm in NORMS and g.head in HEADS
+        Discriminator(g)  # every draw builds
+    assert random_discriminator_genotypes(48, seed=3, **space) == drawn
+    assert random_discriminator_genotypes(48, seed=4, **space) != drawn
+    # The whole space (2**3 * 2 * 3 * 2 = 96) can be drawn, each genotype exactly once; one more cannot.
+    assert len(set(random_discriminator_genotypes(96, seed=0, **space))) == 96
+    with pytest.raises(ValueError, match="space of 96"):
+        random_discriminator_genotypes(97, seed=0, **space)
+
+
+def test_random_genotypes_cover_every_option() -> None:
+    # Uniform over the space: with 200 draws every option of every choice appears (a skewed sampler that never
+    # picks, e.g., the last width or the patch head fails this).
+    for blocks in (8, 2):  # 200 of 6144 drawn one by one; 60 of 96, sampled from the enumerated space
+        drawn = random_discriminator_genotypes(200 if blocks == 8 else 60, seed=0, blocks=blocks)
+        assert {g.base_width for g in drawn} == set(D_SEARCH_WIDTHS)
+        assert {g.norm for g in drawn} == set(NORMS) and {g.head for g in drawn} == set(HEADS)
+        assert all({g.blocks[b] for g in drawn} == set(D_SEARCH_SPACE) for b in range(blocks))
+        assert random_discriminator_genotypes(len(drawn), seed=1, blocks=blocks) != drawn
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"ops": ("conv_3x3", "conv_3x3")}, "ops must list distinct"),
+        ({"heads": ()}, "heads must list distinct"),
+        ({"blocks": 0}, "at least one block"),
+        # Unknown candidates fail whatever the draw: a single genotype would rarely pick the bad one.
+        ({"heads": ("pool", "dense")}, r"heads: unknown or invalid candidate\(s\) \['dense'\]"),
+        ({"ops": ("conv_3x3", "skip")}, r"ops: unknown .*'skip'"),
+        ({"base_widths": (8, 0)}, r"base_widths: unknown or invalid candidate\(s\) \[0\]"),
+    ],
+)
+def test_random_genotypes_refuse_a_bad_space(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        random_discriminator_genotypes(1, **kwargs)

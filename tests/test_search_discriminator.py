@@ -11,12 +11,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import run_cli
 from darts_sr.config import ConfigError, SearchConfig, load_config
 from darts_sr.discriminator import DiscriminatorGenotype, discriminator_macs, load_discriminator_genotype
+from darts_sr.gan import BACKBONE_LABEL
 from darts_sr.genotype import GeneratorGenotype, GenotypeError, Node, load_generator_genotype, save_genotype
 from darts_sr.io import load_checkpoint
+from darts_sr.losses import LossWeights
 from darts_sr.networks import CHECKPOINT_GENERATOR_KEY, CHECKPOINT_GENOTYPE_KEY, Generator
 from darts_sr.run_files import DISCRIMINATOR_SEARCH
 from darts_sr.runner import StopRequested, prepare_run_folder, save_config
 from darts_sr.search_discriminator import DiscriminatorSearch
+from operations.discriminator import HEADS
 
 TINY_G = GeneratorGenotype(nodes=(Node("conv_3x3", 0), Node("sep_3x3", 1)), outputs=(2,), channels=4, scale=4)
 TINY = {
@@ -37,8 +40,16 @@ TINY = {
         "warmup_epochs": 1,
         "generator_lr": 1e-3,
         "arch_lr": 0.05,
+        # Two batches per architecture step, two unrolled steps: every draw and every unroll path is exercised
+        # (resume equality included). The objective is pixel-only here: a VGG19 takes seconds to build; the tests
+        # of the perceptual objective set it themselves.
+        "arch_batches": 2,
+        "unroll_steps": 2,
+        "objective": {"pixel": 1.0, "perceptual": 0.0},
     },
 }
+# The perceptual objective at a layer 32 x 32 patches can afford (offline: a random-feature VGG19).
+PERCEPTUAL_OBJECTIVE = {"pixel": 1.0, "perceptual": 1.0, "perceptual_layer": "conv1_2"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -69,10 +80,12 @@ def _search(config, run_dir, resume=False) -> DiscriminatorSearch:
 
 
 def test_stage2_writes_a_self_describing_run_folder(tmp_path, tiny_generator):
-    summary = _search(_config(tmp_path, tiny_generator), tmp_path / "run").run()
+    config = _config(tmp_path, tiny_generator, stage2={"objective": PERCEPTUAL_OBJECTIVE})
+    summary = _search(config, tmp_path / "run").run()
     run = tmp_path / "run"
     genotype = load_discriminator_genotype(run / "genotype_discriminator.json")
     assert len(genotype.blocks) == 4 and genotype.base_width in (2, 4) and genotype.norm in ("none", "batch")
+    assert genotype.head in HEADS
     assert summary["macs"] == discriminator_macs(genotype, 128, 128)
     assert sorted(p.name for p in (run / "history").iterdir()) == [
         "genotype_discriminator_epoch_001.json",
@@ -83,8 +96,26 @@ def test_stage2_writes_a_self_describing_run_folder(tmp_path, tiny_generator):
     assert GeneratorGenotype.from_dict(saved["generator_genotype"]) == TINY_G
     assert saved["generator_val_psnr_pretrained"] is not None and saved["generator_val_psnr"] is not None
     assert saved["d_objective"] == "generator" and saved["steps"] == 2 + 6
+    # Which objective steered alpha_D, with which network (offline, without cached weights: random features).
+    objective = saved["objective"]
+    assert objective["perceptual"] == 1.0 and objective["perceptual_layer"] == "conv1_2"
+    assert objective["backbone"] in (BACKBONE_LABEL[True], BACKBONE_LABEL[False])
+    if objective["backbone"] == BACKBONE_LABEL[False]:
+        assert "RANDOM VGG19" in saved["objective_description"] and "NOT the ImageNet" in saved["objective_description"]
+    assert saved["adversarial_weight"] == 0.05 and saved["arch_batches"] == 2 and saved["unroll_steps"] == 2
+    # The final probabilities and the largest per choice: ops per block, width, norm, head.
+    top, probs = saved["max_probs"], saved["probs"]
+    assert len(top["ops"]) == 4 and set(probs) == {"ops", "width", "norm", "head"}
+    assert top["width"] == max(probs["width"].values()) and set(probs["head"]) == set(HEADS)
+    assert all(1 / 2 <= p <= 1 for p in [*top["ops"], top["width"], top["norm"], top["head"]])
+    assert probs["width"][str(genotype.base_width)] == top["width"] and probs["head"][genotype.head] == top["head"]
+    signal = saved["hypergradient"]
+    assert signal["arch_steps"] == 3 and signal["batches_per_step"] == 2 and 0 <= signal["sign_agreement_mean"] <= 1
+    assert signal["snr_median"] > 0 and signal["snr_noise_floor"] == pytest.approx(0.674 / 3**0.5)
+    assert set(signal["snr_by_choice"]) == {"ops", "width", "norm", "head"}
     checkpoint = load_checkpoint(run / DISCRIMINATOR_SEARCH.checkpoint)
-    assert checkpoint["step"] == 8 and {"alpha", "alpha_width", "alpha_norm"} <= set(checkpoint["supernet"])
+    assert checkpoint["step"] == 8
+    assert {"alpha", "alpha_width", "alpha_norm", "alpha_head"} <= set(checkpoint["supernet"])
 
     events = EventAccumulator(
         str(run / "tb" / "discriminator"), size_guidance={"images": 0, "scalars": 0, "tensors": 0}
@@ -98,7 +129,9 @@ def test_stage2_writes_a_self_describing_run_folder(tmp_path, tiny_generator):
         "loss/l_d_fake",
         "loss/arch/l_val_total",
         "loss/arch/val_l_g_pix",
+        "loss/arch/val_l_g_percep",
         "grad/objective_norm",
+        "grad/sign_agreement",
         "val/psnr_generator",
         "cost/derived_gmacs",
         "lr/generator",
@@ -106,6 +139,7 @@ def test_stage2_writes_a_self_describing_run_folder(tmp_path, tiny_generator):
         "prob/block00/conv_3x3",
         "prob/width/2",
         "prob/norm/batch",
+        "prob/head/patch",
     } <= scalars
     images = set(events.Tags()["images"])
     assert {"arch/op_probs", "arch/genotype"} <= images
@@ -123,6 +157,7 @@ def test_architecture_moves_after_warmup_only(tmp_path, tiny_generator):
     search.run()
     assert not torch.equal(before[0], search.supernet.alpha)
     assert not torch.equal(before[1], search.supernet.alpha_width)
+    assert not torch.equal(before[3], search.supernet.alpha_head)
 
 
 @pytest.mark.parametrize("objective", ["generator", "adversarial"])
@@ -182,15 +217,49 @@ def test_generator_weights_replace_pretraining(tmp_path, tiny_generator):
 @pytest.mark.parametrize(
     "sections, message",
     [
-        ({"loss": {"adversarial": 0.0}}, "loss.adversarial > 0"),
+        ({"stage2": {"adversarial": 0.0}}, r"adversarial weight > 0 \(stage2.adversarial"),
+        ({"loss": {"adversarial": 0.0}, "stage2": {"adversarial": None}}, "or loss.adversarial when that is null"),
         ({"stage2": {"ops": ["conv_3x3", "skip"]}}, "stage2: unknown discriminator operation 'skip'"),
         ({"stage2": {"norms": ["batch", "layer"]}}, "stage2: unknown norm 'layer'"),
+        ({"stage2": {"heads": ["pool", "dense"]}}, "stage2: unknown head 'dense'"),
+        ({"stage2": {"arch_batches": 0}}, "stage2.arch_batches must be at least 1"),
+        ({"stage2": {"unroll_steps": 0}}, "stage2.unroll_steps must be at least 1"),
+        ({"stage2": {"objective": {"adversarial": 0.1}}}, "stage2.objective.adversarial must be 0"),
+        ({"stage2": {"objective": {"pixel": 0.0, "perceptual": 0.0}}}, "stage2.objective: all loss weights are 0"),
+        (
+            {"stage2": {"objective": {"perceptual": 1.0, "perceptual_layer": "conv9_9"}}},
+            "stage2.objective.perceptual_layer: unknown VGG19 layer 'conv9_9'",
+        ),
     ],
 )
 def test_stage2_config_errors_are_config_errors(tmp_path, tiny_generator, sections, message):
     config = _config(tmp_path, tiny_generator, **sections)
     with pytest.raises(ConfigError, match=message):
         _search(config, tmp_path / "run")
+
+
+def _objective_gradient(search: DiscriminatorSearch, batches) -> torch.Tensor:
+    """The architecture gradient of one architecture step on fixed batches, as a flat vector."""
+    search.supernet.set_weights_trainable(False)
+    search._objective_gradient(*batches, lr_now=1e-3, details={})
+    return torch.cat([p.grad.flatten() for p in search.supernet.arch_parameters()])
+
+
+def test_objective_steers_alpha_with_its_perceptual_term(tmp_path, tiny_generator):
+    """The gradient that moves alpha_D contains the perceptual term, with its weight: the hypergradient is linear
+    in the objective's weights, so g(w=3) - g(w=0) = 3 (g(w=1) - g(w=0)), and g(w=1) differs from g(w=0)."""
+    stage2 = {"objective": PERCEPTUAL_OBJECTIVE, "arch_batches": 1, "unroll_steps": 1}
+    search = _search(_config(tmp_path, tiny_generator, stage2=stage2), tmp_path / "run")
+    assert search.objective.weights["perceptual"] == 1.0
+    assert search.objective_backbone == BACKBONE_LABEL[search.objective.perceptual_pretrained]
+    assert search.objective_backbone in search.describe_objective()
+    batches = search._draw(search.weight_sampler), search._draw(search.arch_sampler)
+    grads = {}
+    for weight in (0.0, 1.0, 3.0):
+        search.objective.weights = LossWeights(pixel=1.0, perceptual=weight)
+        grads[weight] = _objective_gradient(search, batches)
+    assert (grads[1.0] - grads[0.0]).norm() > 1e-3 * grads[0.0].norm()
+    assert torch.allclose(grads[3.0] - grads[0.0], 3 * (grads[1.0] - grads[0.0]), rtol=1e-3, atol=1e-12)
 
 
 def _main_in_process(*args) -> int:

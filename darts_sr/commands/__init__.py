@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("darts_sr.commands.train", "retrain a genotype from scratch: pixel phase, then perceptual-adversarial"),
     "evaluate": ("darts_sr.commands.evaluate", "score a generator on benchmarks: Y-PSNR/SSIM, LPIPS, NIQE, MACs"),
     "compare": ("darts_sr.compare", "searched genotype vs TPSR vs random genotypes of matched MACs"),
+    "compare-discriminators": (
+        "darts_sr.discriminator_compare", "one generator fine-tuned against stage 2's pick vs reference vs random Ds"
+    ),
     "export": ("darts_sr.commands.export", "export a generator to ONNX"),
     "upscale": ("darts_sr.commands.upscale", "super-resolve image files or folders with a trained generator"),
 }
