@@ -63,13 +63,7 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     g.add_argument("--sample-seed", type=int, default=0, help="seed of the random genotypes (default 0)")
     g.add_argument("--train-seeds", type=int, default=1, metavar="R", help="training seeds 0..R-1 per model (1)")
     g.add_argument("--seeds", action="append", default=[], metavar="NAME=R", help="per model, e.g. tpsr=3")
-    t = p.add_argument_group("training and evaluation")
-    t.add_argument("--config", metavar="PRESET|FILE.yaml", help="training recipe: a preset (compare_cpu) or YAML file")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
-    t.add_argument("--benchmark", action="append", metavar="NAME=PATH",
-                   help="reported sets, never used for choosing (default: Set5 and Set14 from ../shared)")  # fmt: skip
-    t.add_argument("--device", help="auto, cpu, cuda or cuda:N; overrides run.device")
-    t.add_argument("--shard", default="0/1", metavar="I/N", help="train models i, i+N, ... (N processes share)")
+    add_recipe_arguments(p, "models")
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, default=Path("results/compare"), help="records folder (results/compare)")
     o.add_argument("--work", type=Path, help="run folders (default: runs/<name of --out>)")
@@ -79,6 +73,17 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     o.add_argument("--report", type=Path, metavar="RESULTS", help="only rebuild the report of RESULTS from records")
     o.add_argument("--versus", type=Path, metavar="RESULTS", help="with the report: Kendall tau against RESULTS")
     return p.parse_args(argv)
+
+
+def add_recipe_arguments(p: argparse.ArgumentParser, units: str) -> None:
+    """The training-and-evaluation flags every comparison shares (this one and ``discriminator_compare``)."""
+    t = p.add_argument_group("training and evaluation")
+    t.add_argument("--config", metavar="PRESET|FILE.yaml", help="training recipe: a preset (compare_cpu) or YAML file")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
+    t.add_argument("--benchmark", action="append", metavar="NAME=PATH",
+                   help="reported sets, never used for choosing (default: Set5 and Set14 from ../shared)")  # fmt: skip
+    t.add_argument("--device", help="auto, cpu, cuda or cuda:N; overrides run.device")
+    t.add_argument("--shard", default="0/1", metavar="I/N", help=f"train {units} i, i+N, ... (N processes share)")
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:

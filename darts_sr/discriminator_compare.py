@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from darts_sr import cli, records, run_files, stats
-from darts_sr.compare import Evaluator, hashed_recipe, honest_split, parse_shard, train_model
+from darts_sr.compare import Evaluator, add_recipe_arguments, hashed_recipe, honest_split, parse_shard, train_model
 from darts_sr.config import ConfigError, SearchConfig, TrainConfig, load_config
 from darts_sr.data import DEFAULT_BENCHMARKS, centre_crop, load_dataset, parse_data_spec
 from darts_sr.discriminator import discriminator_params
@@ -79,13 +79,7 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     g.add_argument("--random", type=int, default=2, metavar="K", help="random discriminators (2)")
     g.add_argument("--sample-seed", type=int, default=0, help="seed of the random discriminators (default 0)")
     g.add_argument("--train-seeds", type=int, default=2, metavar="R", help="training seeds 0..R-1 (2)")
-    t = p.add_argument_group("training and evaluation")
-    t.add_argument("--config", metavar="PRESET|FILE.yaml", help="training recipe: a preset (compare_cpu) or YAML file")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
-    t.add_argument("--benchmark", action="append", metavar="NAME=PATH",
-                   help="reported sets, never used for choosing (default: Set5 and Set14 from ../shared)")  # fmt: skip
-    t.add_argument("--device", help="auto, cpu, cuda or cuda:N; overrides run.device")
-    t.add_argument("--shard", default="0/1", metavar="I/N", help="train seeds i, i+N, ... (N processes share)")
+    add_recipe_arguments(p, "seeds")
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, default=Path("results/discriminator_compare"), help="records folder")
     o.add_argument("--work", type=Path, help="run folders (default: runs/<name of --out>)")
