@@ -213,8 +213,7 @@ class GeneratorSearch(Run):
         tol = c.cost.tolerance
         window = None if c.cost.penalty == "none" else (self.target * (1 - tol), self.target * (1 + tol))
         scores = self.perturbation_scores() if method == "perturbation" else None
-        genotype, report = self.supernet.derive_with_report(c.supernet.max_skip_nodes, window=window, scores=scores)
-        return genotype, report | {"method": method}
+        return self.supernet.derive_with_report(c.supernet.max_skip_nodes, window=window, scores=scores)
 
     def perturbation_scores(self) -> tuple[Tensor, Tensor]:
         """``GeneratorSupernet.perturbation_scores`` on ``derive.batches`` fixed batches of the architecture half
