@@ -13,6 +13,16 @@ def test_presets_load():
         assert isinstance(load_config(TrainConfig, preset), TrainConfig)
 
 
+def test_cpu_stage2_presets_share_one_space():
+    # discriminator_compare sets the supernet's pick (search_cpu) against the race's (race_cpu) and random ones drawn
+    # from their space, and refuses runs whose spaces differ.
+    from darts_sr.discriminator_race import search_space
+
+    supernet = search_space(load_config(SearchConfig, "configs/search_cpu.yaml"))
+    assert supernet == search_space(load_config(SearchConfig, "configs/race_cpu.yaml"))
+    assert supernet["base_widths"] == (8, 16, 32) and len(supernet["norms"]) == 3 and len(supernet["heads"]) == 2
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
