@@ -334,6 +334,9 @@ class DiscriminatorSearchConfig:
     race_random: int = 5  # more candidates drawn uniformly from this section's blocks, ops, base_widths and norms
     race_eta: int = 2  # rung r fine-tunes for race_min_steps * race_eta ** r steps; the best 1/race_eta go on
     race_min_steps: int = 1000
+    # Fine-tunes per candidate per rung (seeds run.seed, run.seed + 1, ...), ranked by their mean scores: on one
+    # seed, 100-200 GAN steps of the CPU recipe rank differences smaller than a fine-tune's seed-to-seed spread.
+    race_seeds: int = 1
     race_psnr_margin: float = 1.0  # dB under the pixel model's val Y-PSNR at which a candidate is dropped
     # auto: LPIPS where its AlexNet weights exist, else NIQE; ties go to the other one, then to higher Y-PSNR
     race_metric: typing.Literal["auto", "niqe", "lpips"] = "auto"

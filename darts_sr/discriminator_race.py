@@ -15,7 +15,9 @@ Its validation Y-PSNR minus ``stage2.race_psnr_margin`` is the PSNR floor.
 Rung r fine-tunes every surviving candidate from the pixel weights for ``race_min_steps * race_eta ** r`` steps with
 ``train.Retrainer``'s GAN phase (loss ``loss``, learning rates ``stage2.generator_lr`` -> ``generator_lr_min`` and
 ``stage2.d_lr``, the same seed ``run.seed`` for every candidate, so all draw the same patches), and scores the
-generator once, at the end, on the validation slice. Each rung's fine-tune starts afresh from the pixel weights with
+generator once, at the end, on the validation slice; with ``stage2.race_seeds`` k > 1 each candidate is fine-tuned
+with seeds ``run.seed`` .. ``run.seed + k - 1`` (``rung<r>/<candidate>_seed<s>`` beyond the first) and the rung ranks
+the mean scores (the per-seed ones are logged under ``per_seed``). Each rung's fine-tune starts afresh from the pixel weights with
 its cosine schedule over the rung's budget: a rung's scores are all of complete fine-tunes of one length, at the
 price of not reusing the previous rung's steps. Then:
 
@@ -319,7 +321,7 @@ def check_race_config(config: SearchConfig, stage: str) -> list[Candidate]:
     validation slice. Returns the candidates."""
     s = config.stage2
     for key, value, least in (("race_eta", s.race_eta, 2), ("race_min_steps", s.race_min_steps, 1),
-                              ("race_random", s.race_random, 0)):  # fmt: skip
+                              ("race_random", s.race_random, 0), ("race_seeds", s.race_seeds, 1)):  # fmt: skip
         if value < least:
             raise RaceError(f"stage2.{key}: must be at least {least}, got {value}")
     if not s.race_psnr_margin >= 0:
@@ -366,6 +368,7 @@ def race(config: SearchConfig, run_dir: Path, stage: str = "discriminator") -> d
         "method": "race", "generator_genotype": genotype.to_dict(), "selection": selection,
         "metric": metric, "tie_breaks": ["lpips" if metric == "niqe" else "niqe", "psnr_y (higher)", "candidate order"],
         "eta": s.race_eta, "min_steps": s.race_min_steps, "psnr_margin": s.race_psnr_margin, "seed": config.run.seed,
+        "seeds_per_rung": s.race_seeds,
         "candidates": {c.name: {"group": c.group, "source": c.source, "genotype": c.genotype.to_dict(),
                                 "params": discriminator_params(c.genotype)} for c in candidates},
         "pixel": None, "psnr_floor": None, "rungs": [], "winner": None,
@@ -391,12 +394,18 @@ def race(config: SearchConfig, run_dir: Path, stage: str = "discriminator") -> d
     finetune_seconds = []  # of every fine-tune, finished now or earlier: the race's cost, resumed or not
 
     def score(name: str, rung: int, steps: int) -> Scores:
-        done = finetune(genotype, pixel_weights, by_name[name].genotype, recipe, config.run.seed, steps,
-                        work / f"rung{rung}" / name)  # fmt: skip
-        finetune_seconds.append(done.summary["wall_time_s"])
-        shown = ", ".join(f"{METRICS[k].label} {format_value(v, METRICS[k].digits)}" for k, v in done.scores.items())
-        log.info("race rung %d, %s, %d steps: %s", rung, name, steps, shown)
-        return done.scores
+        per_seed = []
+        for seed in range(config.run.seed, config.run.seed + s.race_seeds):
+            folder = name if seed == config.run.seed else f"{name}_seed{seed}"
+            done = finetune(genotype, pixel_weights, by_name[name].genotype, recipe, seed, steps,
+                            work / f"rung{rung}" / folder)  # fmt: skip
+            finetune_seconds.append(done.summary["wall_time_s"])
+            per_seed.append(done.scores)
+        scores = mean_scores(per_seed)
+        shown = ", ".join(f"{METRICS[k].label} {format_value(v, METRICS[k].digits)}" for k, v in scores.items())
+        seeds = f" (mean of {len(per_seed)} seeds)" if len(per_seed) > 1 else ""
+        log.info("race rung %d, %s, %d steps: %s%s", rung, name, steps, shown, seeds)
+        return scores | ({"per_seed": per_seed} if len(per_seed) > 1 else {})
 
     outcome = successive_halving(
         list(by_name), score, eta=s.race_eta, min_steps=s.race_min_steps, floor=floor, metric=metric,
@@ -412,6 +421,15 @@ def race(config: SearchConfig, run_dir: Path, stage: str = "discriminator") -> d
     winner = by_name[outcome["winner"]].genotype
     atomic_write_text(run_dir / run_files.DISCRIMINATOR_GENOTYPE, winner.to_json() + "\n")
     return result
+
+
+def mean_scores(per_seed: list[Scores]) -> Scores:
+    """Each metric's mean over the fine-tunes that gave a finite value; None where none did."""
+    means: Scores = {}
+    for key in per_seed[0]:
+        values = [v for scores in per_seed if (v := scores.get(key)) is not None and math.isfinite(v)]
+        means[key] = sum(values) / len(values) if values else None
+    return means
 
 
 def write_race_log(path: Path, data: dict) -> None:

@@ -130,12 +130,32 @@ def test_a_race_on_builtin_images_writes_the_winner_and_its_log_and_continues_wi
                  out / "race" / "rung0" / "reference")  # fmt: skip
 
 
+def test_race_seeds_rank_the_mean_of_each_candidates_fine_tunes(tmp_path, race_inputs, one_thread):
+    config, generator = race_inputs
+    out = tmp_path / "race"
+    argv = ["--stage", "discriminator", "--config", str(config), "--generator", str(generator), "--out", str(out),
+            "--set", "stage2.race_seeds=2", "--set", "stage2.race_random=1"]  # fmt: skip
+    assert search_command.main(argv) == 0
+    race = json.loads((out / run_files.DISCRIMINATOR_RACE).read_text())
+    assert race["seeds_per_rung"] == 2
+    (rung,) = race["rungs"]  # two candidates: one rung keeps one
+    for name in rung["candidates"]:
+        scores, per_seed = rung["scores"][name], rung["scores"][name]["per_seed"]
+        assert len(per_seed) == 2 and per_seed[0]["niqe"] != per_seed[1]["niqe"]  # two fine-tunes, two seeds
+        for metric in ("psnr_y", "niqe"):
+            assert scores[metric] == pytest.approx((per_seed[0][metric] + per_seed[1][metric]) / 2)
+        for folder in (name, f"{name}_seed1"):
+            assert (out / "race" / "rung0" / folder / run_files.MODEL_GAN).is_file()
+    assert rung["ranking"][0] == min(rung["candidates"], key=lambda n: rung["scores"][n]["niqe"])
+
+
 @pytest.mark.parametrize(
     "extra, fragment",
     [
         (["--stage", "generator", "--method", "race"], "--method are for --stage discriminator"),
         (["--set", "stage2.race_candidates=[missing_d.json]"], "missing_d.json: cannot read genotype"),
         (["--set", "stage2.race_eta=1"], "stage2.race_eta: must be at least 2"),
+        (["--set", "stage2.race_seeds=0"], "stage2.race_seeds: must be at least 1"),
         (["--set", "data.val=../shared/datasets/Set14"], "is the reported benchmark Set14"),
         (["--set", "stage2.race_random=0"], "a race needs at least 2"),
     ],
