@@ -17,9 +17,9 @@ Rung r fine-tunes every surviving candidate from the pixel weights for ``race_mi
 ``stage2.d_lr``, the same seed ``run.seed`` for every candidate, so all draw the same patches), and scores the
 generator once, at the end, on the validation slice; with ``stage2.race_seeds`` k > 1 each candidate is fine-tuned
 with seeds ``run.seed`` .. ``run.seed + k - 1`` (``rung<r>/<candidate>_seed<s>`` beyond the first) and the rung ranks
-the mean scores (the per-seed ones are logged under ``per_seed``). Each rung's fine-tune starts afresh from the pixel weights with
-its cosine schedule over the rung's budget: a rung's scores are all of complete fine-tunes of one length, at the
-price of not reusing the previous rung's steps. Then:
+the mean scores (the per-seed ones are logged under ``per_seed``). Each rung's fine-tune starts afresh from the
+pixel weights with its cosine schedule over the rung's budget: a rung's scores are all of complete fine-tunes of one
+length, at the price of not reusing the previous rung's steps. Then:
 
 1. a candidate whose Y-PSNR is under the floor is dropped (the adversarial term wrecked fidelity);
 2. the rest are ranked, lower better, by the primary metric: LPIPS where its AlexNet weights exist
