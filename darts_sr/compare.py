@@ -34,12 +34,11 @@ import torch
 
 from darts_sr import cli, records, run_files
 from darts_sr.config import ConfigError, SearchConfig, SupernetConfig, TrainConfig, load_config, to_dict
-from darts_sr.data import DEFAULT_BENCHMARKS, HOLDOUT, holdout_split, load_dataset, parse_data_spec
+from darts_sr.data import DEFAULT_BENCHMARKS, HOLDOUT, holdout_split, parse_data_spec
 from darts_sr.discriminator import load_discriminator_genotype
-from darts_sr.evaluation import evaluate_pairs, score_bicubic
+from darts_sr.evaluation import Evaluator
 from darts_sr.genotype import TPSR, GeneratorGenotype, load_generator_genotype, save_genotype
-from darts_sr.metrics import MetricSettings, create_scorers
-from darts_sr.networks import generator_macs, generator_params, load_generator
+from darts_sr.networks import generator_macs, generator_params
 from darts_sr.records import markdown_table  # noqa: F401  (the per-record table, also used by tests)
 from darts_sr.runner import prepare_run_folder, save_config
 from darts_sr.sampling import matched_random_genotypes
@@ -193,24 +192,6 @@ def honest_split(recipe: TrainConfig, benchmarks: list[tuple[str, str]], where: 
 
 
 # --- training and records -------------------------------------------------------------------------------------
-
-
-class Evaluator:
-    """The benchmarks, loaded once, and the metric table's scorers."""
-
-    def __init__(self, benchmarks: list[tuple[str, str]], scale: int, device: torch.device, pretrained_dir=None):
-        self.sets = {name: load_dataset(path, scale) for name, path in benchmarks}
-        self.scale, self.device = scale, device
-        self.scorers = create_scorers(settings=MetricSettings(pretrained_dir, device))
-
-    def model(self, path: Path) -> dict[str, dict]:
-        model = load_generator(path).to(self.device)
-        return {name: evaluate_pairs(model, pairs, name, self.scale, self.scorers, self.device).record()
-                for name, pairs in self.sets.items()}  # fmt: skip
-
-    def bicubic(self) -> dict[str, dict]:
-        return {name: score_bicubic(pairs, name, self.scale, self.scorers).record()
-                for name, pairs in self.sets.items()}  # fmt: skip
 
 
 def selection_scores(summary: dict, selection: str) -> dict[str, dict]:

@@ -171,6 +171,7 @@ class DataConfig:
     patch_size: int = 32  # LR patch side
     batch_size: int = 16
     val_crop: int = 0  # LR centre crop side for validation images; 0 = whole images
+    skip_small: bool = False  # leave out training images smaller than the patch (else they are an error)
 
 
 @dataclasses.dataclass
@@ -370,6 +371,8 @@ class PhaseConfig:
     lr: float = 2e-4
     lr_min: float = 1e-6
     loss: LossConfig = dataclasses.field(default_factory=_pixel_loss)
+    warmup_steps: int = 0  # linear warm-up of the learning rate from 0, then the cosine over the remaining steps
+    ema: float | None = None  # decay of an exponential moving average of the weights, validated and kept; None = off
 
 
 def _gan_phase() -> PhaseConfig:

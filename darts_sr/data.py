@@ -473,11 +473,21 @@ class PatchSampler:
     the ``torch.Generator`` passed to ``sample``, so saving its state is enough to resume a run exactly.
     """
 
-    def __init__(self, pairs: list[ImagePair], patch_size: int, scale: int, augment: bool = True) -> None:
+    def __init__(
+        self, pairs: list[ImagePair], patch_size: int, scale: int, augment: bool = True, skip_small: bool = False
+    ) -> None:
         if not pairs:
             raise ValueError("PatchSampler needs at least one image pair")
         if patch_size < 1 or scale < 1:
             raise ValueError(f"patch_size and scale must be >= 1, got {patch_size} and {scale}")
+        if skip_small:  # large patches on a pool with small images (T91): train on the images that hold a patch
+            small = [q.name for q in pairs if min(q.lq.shape[:2]) < patch_size]
+            if small:
+                logger.info("%d of %d training images are smaller than the %d-px LR patch and left out",
+                            len(small), len(pairs), patch_size)  # fmt: skip
+            pairs = [q for q in pairs if min(q.lq.shape[:2]) >= patch_size]
+            if not pairs:
+                raise DataError(f"no training image holds a {patch_size}x{patch_size} LR patch")
         for pair in pairs:
             if pair.gt is None:
                 raise DataError(f"{pair.name}: no HR image; training patches need ground truth")
@@ -538,6 +548,7 @@ def _batch_to_tensor(patches: list[np.ndarray]) -> torch.Tensor:
 def load_training_pairs(specs: tuple[str, ...], scale: int) -> list[ImagePair]:
     """Every image of the training specs (``PATH``, ``NAME=PATH`` or ``builtin``), in order.
 
+    The images of ``training_exclusions()`` (the holdout and near-duplicates of reported images) are left out.
     Under torchrun rank 0 loads first, synthesising LR images into the on-disk cache, while the other ranks wait;
     they then load from the cache instead of repeating the work (a rank 0 error is raised on every rank)."""
 
@@ -546,7 +557,12 @@ def load_training_pairs(specs: tuple[str, ...], scale: int) -> list[ImagePair]:
         for spec in specs:
             path = spec.split("=", 1)[1] if "=" in spec else spec
             pairs += load_dataset(path, scale, split="train")
-        return pairs
+        excluded = training_exclusions()
+        dropped = sorted(p.name for p in pairs if p.name in excluded)
+        if dropped:
+            logger.info("training pool: %d images left out (%s)", len(dropped), "; ".join(
+                f"{name}: {excluded[name]}" for name in dropped if name in NEAR_DUPLICATES) or "the holdout")
+        return [p for p in pairs if p.name not in excluded]
 
     if distributed.world_size() == 1:
         return load()
@@ -599,11 +615,60 @@ def holdout_split(train_specs: tuple[str, ...], holdout: tuple[str, ...], where:
         target = where / (name or Path(path).name)
         target.mkdir(parents=True, exist_ok=True)
         for image in list_images(path):
-            link = (val_dir if image.name in holdout else target) / image.name
-            if not link.exists():
-                link.symlink_to(image.resolve())
+            _link(image.resolve(), (val_dir if image.name in holdout else target) / image.name)
         train_dirs.append(str(target))
     if len(list(val_dir.iterdir())) != len(holdout):
         raise DataError(f"{val_dir}: expected the {len(holdout)} holdout images in the training folders")
     return train_dirs, str(val_dir)
 
+
+
+def _link(source: Path, link: Path) -> None:
+    """``link`` → ``source``, created or accepted as it is: several processes (shards of one experiment) prepare the
+    same split at once, so an existing identical link is success, and one pointing elsewhere is an error."""
+    try:
+        link.symlink_to(source)
+    except FileExistsError:
+        if link.resolve() != source:
+            raise DataError(f"{link}: exists and points to {link.resolve()}, not {source}; use a new folder") from None
+
+
+# Images never trained on, whatever the recipe (``load_training_pairs`` drops them by name). Each near-duplicate
+# entry names its evidence; ``python -m darts_sr.overlap`` finds them (and a test pins that it finds no others).
+NEAR_DUPLICATES: dict[str, str] = {
+    # Set5's woman.png is this BSD200 image scaled by 0.72 and cropped: 36.2 dB Y-PSNR once aligned. Training on it
+    # put a Set5 image in every training set; the Set5 numbers recorded before its exclusion are not clean.
+    "302003": "BSD200 302003.png is Set5 woman.png (x0.72, cropped, 36.2 dB aligned)",
+}
+
+
+def training_exclusions() -> dict[str, str]:
+    """Image stem → why it never trains: the holdout (the slice checkpoints are chosen on) and near-duplicates of
+    reported images. The search's architecture half is then a slice of the same clean pool."""
+    held = {Path(name).stem: "holdout (validation slice)" for name in HOLDOUT}
+    return held | NEAR_DUPLICATES
+
+
+def image_stems(spec: str) -> tuple[str, list[str]]:
+    """A dataset spec's name (NAME of NAME=PATH, else the folder's) and the sorted stems of its images."""
+    name, _, path = spec.rpartition("=")
+    if path == "builtin":
+        return "builtin", sorted(BUILTIN_SPLITS["train"])
+    folder = Path(path)
+    folder = folder / "HR" if (folder / "HR").is_dir() else folder
+    return name or Path(path).name, sorted(p.stem for p in list_images(folder))
+
+
+def names_digest(names: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:12]
+
+
+def data_identity(train_specs: tuple[str, ...], excluded: dict[str, str] | None = None) -> dict[str, str]:
+    """What a training pool is, independent of where it lies on this machine: per spec its name and a hash of the
+    stems that train (``training_exclusions()`` left out, or ``excluded`` for describing older records)."""
+    excluded = training_exclusions() if excluded is None else excluded
+    out = {}
+    for spec in train_specs:
+        name, stems = image_stems(spec)
+        out[name] = names_digest([s for s in stems if s not in excluded])
+    return out

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from darts_sr.data import ImagePair, bicubic_upscale, to_tensor, to_uint8
+from darts_sr.data import ImagePair, bicubic_upscale, load_dataset, to_tensor, to_uint8
 from darts_sr.io import atomic_save_png
-from darts_sr.metrics import DISTORTION_METRICS, METRICS, Scorer, create_scorers, psnr_y
+from darts_sr.metrics import DISTORTION_METRICS, METRICS, MetricSettings, Scorer, create_scorers, psnr_y
+from darts_sr.networks import load_generator
 
 log = logging.getLogger(__name__)
 
@@ -132,3 +133,26 @@ def format_value(value: float | None, digits: int) -> str:
     if math.isinf(value):
         return "inf"
     return f"{value:.{digits}f}"
+
+
+class Evaluator:
+    """Named datasets (benchmarks, the holdout), loaded once, and the metric table's scorers: what experiments
+    score every trained model with."""
+
+    def __init__(self, benchmarks: list[tuple[str, str]], scale: int, device: torch.device, pretrained_dir=None):
+        self.sets = {name: load_dataset(path, scale) for name, path in benchmarks}
+        self.scale, self.device = scale, device
+        self.scorers = create_scorers(settings=MetricSettings(pretrained_dir, device))
+
+    def model(self, path: Path, genotype: str | None = None) -> dict[str, dict]:
+        """``{dataset: record}`` of a saved model (our checkpoint, or a TPSR state dict with ``genotype``)."""
+        return self.network(load_generator(path, genotype))
+
+    def network(self, model: nn.Module) -> dict[str, dict]:
+        model = model.to(self.device)
+        return {name: evaluate_pairs(model, pairs, name, self.scale, self.scorers, self.device).record()
+                for name, pairs in self.sets.items()}  # fmt: skip
+
+    def bicubic(self) -> dict[str, dict]:
+        return {name: score_bicubic(pairs, name, self.scale, self.scorers).record()
+                for name, pairs in self.sets.items()}  # fmt: skip

@@ -67,8 +67,8 @@ class GeneratorSearch(Run):
         cfg = config
         scale = cfg.data.scale
         train_half, arch_half = split_halves(load_training_pairs(cfg.data.train, scale))
-        self.weight_sampler = PatchSampler(train_half, cfg.data.patch_size, scale)
-        self.arch_sampler = PatchSampler(arch_half, cfg.data.patch_size, scale)
+        self.weight_sampler = PatchSampler(train_half, cfg.data.patch_size, scale, skip_small=cfg.data.skip_small)
+        self.arch_sampler = PatchSampler(arch_half, cfg.data.patch_size, scale, skip_small=cfg.data.skip_small)
         self.val_pairs = centre_crop(load_dataset(cfg.data.val, scale, split="val"), cfg.data.val_crop, scale)
         s = cfg.supernet
         self.supernet = GeneratorSupernet(

@@ -9,6 +9,7 @@ each carrying its genotype and config so ``evaluate.py --weights`` needs nothing
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -35,7 +36,7 @@ from darts_sr.networks import (
     load_generator,
 )
 from darts_sr.runner import Run, draw_batch
-from darts_sr.schedules import cosine
+from darts_sr.schedules import ema_decay, warmup_cosine
 from darts_sr.tensorboard_logs import Writer, as_markdown, log_samples, log_scalars
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,10 @@ class Retrainer(Run):
         super().__init__(config, run_dir, config.run)
         self.genotype = genotype
         scale = genotype.scale
-        self.sampler = PatchSampler(load_training_pairs(config.data.train, scale), config.data.patch_size, scale)
+        self.sampler = PatchSampler(
+            load_training_pairs(config.data.train, scale), config.data.patch_size, scale,
+            skip_small=config.data.skip_small,
+        )  # fmt: skip
         self.val_pairs = centre_crop(load_dataset(config.data.val, scale, split="val"), config.data.val_crop, scale)
         # Given weights (a model_pixel.pt): a fine-tune from them; with pixel_phase.steps = 0 it starts in the GAN
         # phase (darts_sr.discriminator_race). Loading builds the same Generator first, so the RNG stream, and with it
@@ -85,6 +89,8 @@ class Retrainer(Run):
         settings = MetricSettings(config.gan_phase.loss.pretrained_dir, self.device)
         self.scorers = create_scorers(settings=settings)
         self.best_psnr = -float("inf")
+        self.ema: Generator | None = None  # the moving average of the weights, when the phase keeps one
+        self.ema_updates = 0
         self._enter_phase(self._phase_index(0))
         if resume:
             self.resume()
@@ -99,6 +105,10 @@ class Retrainer(Run):
 
     def _enter_phase(self, index: int) -> None:
         name, phase = self.phases[index]
+        if self.ema is not None:  # the next phase starts from the averaged weights, the model the last one kept
+            self.generator.load_state_dict(self.ema.state_dict())
+        self.ema = copy.deepcopy(self.generator).requires_grad_(False) if phase.ema else None
+        self.ema_updates = 0
         self.phase_index = index
         self.criterion = GeneratorLoss.from_config(phase.loss).to(self.device)
         self.perceptual_pretrained = self.criterion.perceptual_pretrained
@@ -110,7 +120,7 @@ class Retrainer(Run):
 
     def _model_file(self, val: dict | None = None) -> dict:
         return {
-            CHECKPOINT_GENERATOR_KEY: self.generator.state_dict(),
+            CHECKPOINT_GENERATOR_KEY: self.kept.state_dict(),
             CHECKPOINT_GENOTYPE_KEY: self.genotype.to_dict(),
             "discriminator_genotype": self.d_genotype.to_dict(),
             "config": to_dict(self.cfg),
@@ -121,10 +131,13 @@ class Retrainer(Run):
 
     def stage_state(self) -> dict[str, Any]:
         return self._model_file() | {
+            CHECKPOINT_GENERATOR_KEY: self.generator.state_dict(),  # the live weights; the average is "ema"
             "discriminator": None if self.discriminator is None else self.discriminator.state_dict(),
             "g_optimizer": self.g_optimizer.state_dict(),
             "d_optimizer": None if self.d_optimizer is None else self.d_optimizer.state_dict(),
             "best_psnr": self.best_psnr,
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "ema_updates": self.ema_updates,
         }
 
     def load_stage_state(self, state: dict[str, Any]) -> None:
@@ -135,6 +148,9 @@ class Retrainer(Run):
             self.discriminator.load_state_dict(state["discriminator"])
             self.d_optimizer.load_state_dict(state["d_optimizer"])
         self.best_psnr = state["best_psnr"]
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+            self.ema_updates = state["ema_updates"]
 
     def replicated_modules(self) -> list:
         return [self.generator, self.discriminator]
@@ -150,7 +166,8 @@ class Retrainer(Run):
         if index != self.phase_index:
             self._enter_phase(index)
         name, phase = self.phases[index]
-        lr_now = cosine(self.step - self._phase_start(index), phase.steps, phase.lr, phase.lr_min)
+        lr_now = warmup_cosine(self.step - self._phase_start(index), phase.steps, phase.warmup_steps, phase.lr,
+                               phase.lr_min)  # fmt: skip
         for group in self.g_optimizer.param_groups:
             group["lr"] = lr_now
         lq, gt = draw_batch(self.sampler, self.cfg.data.batch_size, self.data_generator, self.device)
@@ -158,6 +175,8 @@ class Retrainer(Run):
             self.generator, self.discriminator, lq, gt, self.criterion, self.g_optimizer, self.d_optimizer,
             list(self.generator.parameters()), self.guard, self.step, self.cfg.grad_clip,
         )  # fmt: skip
+        if self.ema is not None and losses:
+            self._update_ema(phase.ema)
         self.step += 1
         if self.step % self.cfg.run.log_every == 0:
             log_scalars(writer, self.step, losses, {}, {"generator": lr_now})
@@ -166,14 +185,30 @@ class Retrainer(Run):
             self._validate(writer, name, phase_end)
         return {"phase": name, "loss": losses["l_g_total"]} if losses else {"phase": name}
 
+    @torch.no_grad()
+    def _update_ema(self, decay: float) -> None:
+        weight = 1.0 - ema_decay(self.ema_updates, decay)
+        ema, live = self.ema.state_dict(), self.generator.state_dict()
+        for key, value in ema.items():
+            if value.is_floating_point():
+                value.lerp_(live[key], weight)
+            else:
+                value.copy_(live[key])
+        self.ema_updates += 1
+
+    @property
+    def kept(self) -> Generator:
+        """The network validated and saved: the moving average when the phase keeps one."""
+        return self.generator if self.ema is None else self.ema
+
     def _validate(self, writer: Writer, phase: str, phase_end: bool) -> None:
-        score = evaluate_pairs(self.generator, self.val_pairs, "val", self.genotype.scale, self.scorers, self.device)
+        score = evaluate_pairs(self.kept, self.val_pairs, "val", self.genotype.scale, self.scorers, self.device)
         record = {"step": self.step, "phase": phase, **score.values}
         self.history.append(record)
         for name, value in score.values.items():
             if value is not None:
                 writer.add_scalar(f"val/{name}", value, self.step)
-        log_samples(writer, self.generator, self.val_pairs[: self.cfg.run.samples], self.step, self.device)
+        log_samples(writer, self.kept, self.val_pairs[: self.cfg.run.samples], self.step, self.device)
         if phase == "pixel" and score["psnr_y"] > self.best_psnr:
             self.best_psnr = score["psnr_y"]
             atomic_torch_save(self._model_file(record), self.run_dir / run_files.MODEL_PIXEL)
