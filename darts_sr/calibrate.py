@@ -34,7 +34,7 @@ from darts_sr.data import DEFAULT_BENCHMARKS, HOLDOUT, holdout_split, parse_data
 from darts_sr.evaluation import Evaluator
 from darts_sr.genotype import TPSR, GeneratorGenotype, load_generator_genotype, save_genotype
 from darts_sr.io import atomic_write_bytes, atomic_write_text
-from darts_sr.networks import generator_macs, generator_params
+from darts_sr.networks import MacsWindow, generator_macs, generator_params
 from darts_sr.records import read_json, write_json
 from darts_sr.sampling import matched_random_genotypes
 from darts_sr.trials import HOLDOUT_VAL, Planned, Trial, TrialRecord, read_record, run_trials
@@ -92,10 +92,10 @@ def ladder_genotypes() -> dict[str, dict[str, GeneratorGenotype]]:
     width = {f"c{c:02d}": GeneratorGenotype(TPSR.nodes, TPSR.outputs, c, TPSR.scale) for c in WIDTHS}
     # At 16 channels the space tops out near 4.7 GMACs (TPSR's 3.575 is its 99th percentile), so the 6 GMACs rung
     # is drawn from the same space at 24 channels.
-    cost = {f"g{g:.2f}": matched_random_genotypes(1, g * 1e9, 0.03, SAMPLE_SEED,
+    cost = {f"g{g:.2f}": matched_random_genotypes(1, MacsWindow(g * 1e9), SAMPLE_SEED,
                                                   **space | {"channels": 16 if g < 4 else 24})[0]
             for g in COSTS_G}  # fmt: skip
-    matched = matched_random_genotypes(MATCHED, generator_macs(TPSR), 0.03, SAMPLE_SEED, **space)
+    matched = matched_random_genotypes(MATCHED, MacsWindow.around(None, 4), SAMPLE_SEED, **space)
     return {"width": width, "cost": cost, "matched": {f"random_{i}": g for i, g in enumerate(matched)}}
 
 

@@ -14,40 +14,31 @@ Honest split: with ``data.val: holdout`` in the recipe, the 20 BSD200 images of 
 out of the training folders and are the only images checkpoints are chosen on; the ``--benchmark`` sets are
 scored for reporting only (a recipe validating on a benchmark is refused).
 
-Each finished model is a record, ``<out>/<model>_seed<k>.json`` (small, meant to be committed; ``darts_sr.records``
-says what is in it). A rerun skips recorded models and resumes an interrupted one from its run folder in
-``--work``, so the comparison can be finished later, on another machine, or by several processes (``--shard``).
+Each (model, seed) is a ``trials.Trial``; each finished one a ``TrialRecord``, ``<out>/<model>_seed<k>.json`` (small,
+meant to be committed). A rerun skips recorded trials (a record there of another trial is an error), copies one
+recorded in a ``--reuse`` folder, and resumes an interrupted one from its run folder in ``--work``, so the comparison
+can be finished later, on another machine, or by several processes at once (``--shard``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shlex
 import sys
-import time
-from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from darts_sr import cli, records, run_files
-from darts_sr.config import ConfigError, SearchConfig, SupernetConfig, TrainConfig, load_config, to_dict
-from darts_sr.data import DEFAULT_BENCHMARKS, HOLDOUT, holdout_split, parse_data_spec
-from darts_sr.discriminator import load_discriminator_genotype
+from darts_sr.config import ConfigError, SearchConfig, SupernetConfig, TrainConfig, load_config
+from darts_sr.data import DEFAULT_BENCHMARKS, parse_data_spec
 from darts_sr.evaluation import Evaluator
-from darts_sr.genotype import TPSR, GeneratorGenotype, load_generator_genotype, save_genotype
-from darts_sr.networks import generator_macs, generator_params
+from darts_sr.genotype import TPSR, GeneratorGenotype, load_generator_genotype
+from darts_sr.networks import MacsWindow, generator_macs
 from darts_sr.records import markdown_table  # noqa: F401  (the per-record table, also used by tests)
-from darts_sr.runner import prepare_run_folder, save_config
 from darts_sr.sampling import matched_random_genotypes
-from darts_sr.search import default_target
-from darts_sr.train import Retrainer
+from darts_sr.trials import Planned, Trial, parse_shard, refuse_reported_validation, run_trials, selection_name
 
 log = logging.getLogger("compare")
-MODEL_FILES = {"pixel": run_files.MODEL_PIXEL, "gan": run_files.MODEL_GAN}
-HOLDOUT_VAL = "holdout"  # the data.val value that asks for the held-out slice
 
 
 def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
@@ -119,30 +110,24 @@ def searched_genotypes(args: argparse.Namespace) -> tuple[list[tuple[str, Genera
     return found, space
 
 
-def random_candidates(count: int, target: float, tolerance: float, seed: int, space: dict) -> list[GeneratorGenotype]:
-    """``count`` distinct genotypes, uniform over ``space`` within ``target · (1 ± tolerance)`` MACs@720p."""
-    return matched_random_genotypes(count, target, tolerance, seed, **{**space, "ops": tuple(space["ops"])})
-
-
-def candidates(args: argparse.Namespace, scale: int) -> tuple[dict[str, dict], float, dict]:
-    """``{name: {"group", "genotype", "source"}}`` for every model, the target MACs and the search space."""
+def candidates(args: argparse.Namespace, scale: int) -> tuple[dict[str, dict], MacsWindow, dict]:
+    """``{name: {"group", "genotype", "source"}}`` for every model, the MACs window of the random ones and the
+    search space they are drawn from (uniform within the window, by rejection)."""
     searched, space = searched_genotypes(args)
     if space["scale"] != scale:
         raise ConfigError(f"the searched genotypes are x{space['scale']}, the recipe's data.scale is {scale}")
-    if args.target_macs is not None:
-        target = args.target_macs
-    elif searched:
+    target = args.target_macs
+    if target is None and searched:
         target = sum(generator_macs(g) for _, g in searched) / len(searched)
-    else:
-        target = default_target(scale)
+    window = MacsWindow.around(target, scale, args.tolerance)
     models = {f"searched_{i}": {"group": "searched", "genotype": g, "source": src}
               for i, (src, g) in enumerate(searched)}  # fmt: skip
     if scale == TPSR.scale:
         models["tpsr"] = {"group": "tpsr", "genotype": TPSR, "source": "tpsr"}
-    randoms = random_candidates(args.random, target, args.tolerance, args.sample_seed, space)
+    randoms = matched_random_genotypes(args.random, window, args.sample_seed, **space | {"ops": tuple(space["ops"])})
     models |= {f"random_{i}": {"group": "random", "genotype": g, "source": f"sample {i} (seed {args.sample_seed})"}
                for i, g in enumerate(randoms)}  # fmt: skip
-    return models, target, space
+    return models, window, space
 
 
 def seed_counts(args: argparse.Namespace, models: dict) -> dict[str, int]:
@@ -158,90 +143,7 @@ def seed_counts(args: argparse.Namespace, models: dict) -> dict[str, int]:
     return counts
 
 
-# --- the recipe -----------------------------------------------------------------------------------------------
-
-
-def hashed_recipe(recipe: TrainConfig) -> dict:
-    """What defines the recipe for the records: everything but the run section (the seed is recorded beside it;
-    device and logging do not change what is trained), plus the held-out names when the split is used."""
-    data = to_dict(recipe)
-    data.pop("run")
-    if recipe.data.val == HOLDOUT_VAL:
-        data["holdout"] = list(HOLDOUT)
-    return data
-
-
-def honest_split(recipe: TrainConfig, benchmarks: list[tuple[str, str]], where: Path) -> tuple[TrainConfig, str]:
-    """The recipe with the validation slice it names (``data.val: holdout``: ``data.HOLDOUT`` taken out of the
-    training folders, linked under ``where``), and the slice's name; a reported benchmark as ``data.val`` is refused,
-    since the checkpoint chosen on it would be reported on it."""
-    if recipe.data.val == HOLDOUT_VAL:
-        try:
-            train_dirs, val_dir = holdout_split(recipe.data.train, HOLDOUT, where)
-        except FileExistsError:  # another shard linked the same image a moment ago
-            train_dirs, val_dir = holdout_split(recipe.data.train, HOLDOUT, where)
-        return replace(recipe, data=replace(recipe.data, train=tuple(train_dirs), val=val_dir)), HOLDOUT_VAL
-    if recipe.data.val != "builtin":
-        val = Path(recipe.data.val).expanduser().resolve()
-        for name, path in benchmarks:
-            root = Path(path).expanduser().resolve()
-            if path != "builtin" and val in (root, root / "HR"):
-                raise ConfigError(f"data.val {recipe.data.val}: is the reported benchmark {name}; choose checkpoints "
-                                  f"on a held-out slice (data.val: {HOLDOUT_VAL})")  # fmt: skip
-    return recipe, "val"
-
-
-# --- training and records -------------------------------------------------------------------------------------
-
-
-def selection_scores(summary: dict, selection: str) -> dict[str, dict]:
-    """Per phase, the validation record of the model kept: the pixel phase's best Y-PSNR, the GAN phase's last."""
-    out = {}
-    pixel = [h for h in summary["val_history"] if h["phase"] == "pixel"]
-    gan = [h for h in summary["val_history"] if h["phase"] == "gan"]
-    for phase, chosen in (("pixel", max(pixel, key=lambda h: h["psnr_y"], default=None)), ("gan", (gan or [None])[-1])):
-        if chosen is not None:
-            out[phase] = {"dataset": selection, **{k: v for k, v in chosen.items() if k != "phase"}}
-    return out
-
-
-def train_model(name: str, genotype: GeneratorGenotype, recipe: TrainConfig, run_dir: Path) -> dict:
-    """Trains (or resumes, or finds finished) ``genotype`` in ``run_dir``; returns the run's summary."""
-    summary_file = run_dir / run_files.RETRAIN.summary
-    saved = run_dir / run_files.GENERATOR_GENOTYPE
-    if saved.is_file() and load_generator_genotype(saved) != genotype:
-        raise records.RecordError(f"{run_dir}: a run of another genotype; use a new --work folder")
-    if summary_file.is_file():
-        log.info("%s: already trained in %s", name, run_dir)
-        return records.read_json(summary_file)
-    resume = (run_dir / run_files.RETRAIN.checkpoint).is_file()
-    run_dir = prepare_run_folder(run_dir, resume=resume, overwrite=not resume)
-    if not resume:
-        save_config(run_dir, to_dict(recipe))
-        save_genotype(genotype, saved)
-    log.info("%s: %s %s (%d params, %.3f GMACs@720p)", name, "resuming" if resume else "training", run_dir,
-             generator_params(genotype), generator_macs(genotype) / 1e9)  # fmt: skip
-    d_genotype = load_discriminator_genotype(recipe.discriminator.genotype)
-    return Retrainer(recipe, genotype, d_genotype, run_dir, resume=resume).run()
-
-
-def record_model(name: str, model: dict, seed: int, recipe: TrainConfig, recipe_hash: str, selection: str,
-                 work: Path, evaluator: Evaluator) -> dict:  # fmt: skip
-    genotype, run_dir = model["genotype"], work / f"{name}_seed{seed}"
-    load_before = os.getloadavg()
-    summary = train_model(f"{name} seed {seed}", genotype, replace(recipe, run=replace(recipe.run, seed=seed)), run_dir)
-    scores = {phase: evaluator.model(run_dir / file) for phase, file in MODEL_FILES.items()
-              if (run_dir / file).is_file()}  # fmt: skip
-    for phase, score in selection_scores(summary, selection).items():
-        scores[phase][selection] = score
-    return {
-        "model": name, "group": model["group"], "seed": seed, "source": model["source"],
-        "genotype": genotype.to_dict(), "params": generator_params(genotype), "macs_720p": generator_macs(genotype),
-        "recipe_hash": recipe_hash, "selection": selection, "scores": scores,
-        "steps": summary["steps"], "wall_time_s": summary["wall_time_s"],
-        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
-        "device": str(evaluator.device), "torch": torch.__version__, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }  # fmt: skip
+# --- the experiment ------------------------------------------------------------------------------------------
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -251,54 +153,33 @@ def compare(args: argparse.Namespace) -> None:
     config_file = cli.resolve_config(args.config)
     recipe = load_config(TrainConfig, config_file, overrides)
     cli.check_run_device(recipe.run, from_flag=bool(args.device))
-    index, count = parse_shard(args.shard)
+    parse_shard(args.shard)
     benchmarks = [parse_data_spec(b) for b in args.benchmark or DEFAULT_BENCHMARKS]
-    models, target, space = candidates(args, recipe.data.scale)
+    refuse_reported_validation(recipe, benchmarks)
+    models, window, space = candidates(args, recipe.data.scale)
     seeds = seed_counts(args, models)
     out, work = args.out, args.work or Path("runs") / args.out.name
-    hashed = hashed_recipe(recipe)
-    recipe_hash = records.recipe_hash(hashed)
-    recipe, selection = honest_split(recipe, benchmarks, work / "split")
+    planned = [Planned(f"{name}_seed{seed}", Trial(m["genotype"], recipe, seed),
+                       {"model": name, "group": m["group"], "source": m["source"]})
+               for name, m in models.items() for seed in range(seeds[name])]  # fmt: skip
+    first = planned[0].trial
     records.write_json(out / records.EXPERIMENT, {
-        "command": args.command, "recipe_file": str(args.config), "recipe_hash": recipe_hash, "recipe": hashed,
-        "selection": selection, "benchmarks": dict(benchmarks), "target_macs_720p": target,
-        "tolerance": args.tolerance, "sample_seed": args.sample_seed, "search_space": space,
+        "command": args.command, "recipe_file": str(args.config), "recipe_hash": first.recipe_hash(),
+        "recipe": first.identity()["recipe"], "selection": selection_name(recipe), "benchmarks": dict(benchmarks),
+        **window.record(), "sample_seed": args.sample_seed, "search_space": space,
         "models": {name: {"group": m["group"], "source": m["source"], "genotype": m["genotype"].to_dict(),
                           "macs_720p": generator_macs(m["genotype"]), "seeds": seeds[name]}
                    for name, m in models.items()},
     })  # fmt: skip
-    log.info("%d models, %d trainings; random genotypes within %.3f GMACs ± %.0f%%; records in %s", len(models),
-             sum(seeds.values()), target / 1e9, 100 * args.tolerance, out)  # fmt: skip
+    log.info("%d models, %d trainings; random genotypes within %s; records in %s", len(models), len(planned),
+             window, out)  # fmt: skip
     evaluator = Evaluator(benchmarks, recipe.data.scale, cli.resolve_device(recipe.run.device),
                           recipe.gan_phase.loss.pretrained_dir)  # fmt: skip
     bicubic_file = out / records.BICUBIC
     if not bicubic_file.is_file() or set(records.read_json(bicubic_file)) != set(evaluator.sets):
         records.write_json(bicubic_file, evaluator.bicubic())
-    plan = [(name, seed) for name, m in models.items() for seed in range(seeds[name])]
-    for name, seed in plan[index::count]:
-        path = records.record_path(out, name, seed)
-        genotype = models[name]["genotype"].to_dict()
-        if records.existing_record(path, genotype, recipe_hash) is not None:
-            log.info("%s seed %d: already recorded in %s, skipped", name, seed, path)
-            continue
-        if found := records.matching_record(args.reuse, genotype, recipe_hash, seed):
-            source, record = found
-            m = models[name]
-            records.write_json(path, record | {"model": name, "group": m["group"], "source": m["source"],
-                                               "reused_from": str(source)})  # fmt: skip
-            log.info("%s seed %d: the same model is recorded in %s, copied", name, seed, source)
-            continue
-        record = record_model(name, models[name], seed, recipe, recipe_hash, selection, work, evaluator)
-        records.write_json(path, record)
-        log.info("%s seed %d: recorded in %s", name, seed, path)
+    run_trials(planned, out, work, evaluator, args.shard, args.reuse)
     print(records.report(out))
-
-
-def parse_shard(spec: str) -> tuple[int, int]:
-    index, _, count = spec.partition("/")
-    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
-        raise ConfigError(f"--shard {spec!r}: expected I/N with 0 <= I < N")
-    return int(index), int(count)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ or the race, then each ``--discriminator`` file), ``reference`` (SRGAN's) and ``
 uniformly from the search runs' stage-2 space, which must agree, else the default space; ``--sample-seed``). The
 recipe's ``discriminator.base_width``, when set, applies to all of them (a record holds the genotype trained).
 
-Honest split as in ``darts_sr.compare``: with ``data.val: holdout`` the 20 ``data.HOLDOUT`` images are taken out of
-the training folders and are the only images anything is chosen on (the pixel checkpoint); Set5 and Set14 are scored
-for reporting only.
+Honest split as in ``darts_sr.compare``: with ``data.val: holdout`` the 20 ``data.HOLDOUT`` images, which no training
+pool holds, are the only images anything is chosen on (the pixel checkpoint); Set5 and Set14 are scored for reporting
+only. Every pixel model and fine-tune is a ``trials.Trial`` (the fine-tunes start from their seed's pixel weights:
+``init``), recorded as a ``TrialRecord`` with the discriminator in ``extra``.
 
 Records (``darts_sr.records``): ``<out>/<model>_seed<k>.json`` per fine-tune, ``pixel_seed<k>.json`` per pixel
 model (the starting point), ``experiment.json`` and ``bicubic.json``; a rerun skips recorded models, resumes a cut
@@ -30,19 +31,15 @@ reference and the random ones, in units of that spread.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import shlex
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from darts_sr import cli, records, run_files, stats
-from darts_sr.compare import Evaluator, add_recipe_arguments, hashed_recipe, honest_split, parse_shard, train_model
+from darts_sr.compare import add_recipe_arguments
 from darts_sr.config import ConfigError, SearchConfig, TrainConfig, load_config
 from darts_sr.data import DEFAULT_BENCHMARKS, centre_crop, load_dataset, parse_data_spec
 from darts_sr.discriminator import discriminator_params
@@ -50,16 +47,31 @@ from darts_sr.discriminator_race import (
     Candidate,
     distinct,
     effective_genotype,
-    finetune,
     named_candidates,
     sampled_candidates,
     search_space,
 )
-from darts_sr.evaluation import format_value
+from darts_sr.evaluation import Evaluator, format_value
 from darts_sr.genotype import load_generator_genotype
 from darts_sr.io import atomic_write_text
 from darts_sr.metrics import METRICS
 from darts_sr.networks import generator_macs, generator_params, load_generator
+from darts_sr.trials import (
+    Planned,
+    Trial,
+    TrialError,
+    TrialRecord,
+    file_hash,
+    parse_shard,
+    provenance,
+    read_record,
+    refuse_reported_validation,
+    resolve_validation,
+    run_trials,
+    selection_name,
+    short_hash,
+    write_record,
+)
 
 log = logging.getLogger("discriminator_compare")
 GROUPS = ("pixel", "searched", "reference", "random")
@@ -115,10 +127,6 @@ def discriminators(args: argparse.Namespace) -> tuple[list[Candidate], dict]:
     return distinct(given + sampled_candidates(args.random, args.sample_seed, space)), space
 
 
-def _file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-
-
 # --- the experiment ---------------------------------------------------------------------------------------------
 
 
@@ -141,81 +149,93 @@ def experiment(args: argparse.Namespace) -> None:
     if args.pixel_weights is not None:
         load_generator(args.pixel_weights, genotype)  # refused now, not after the first fine-tune, if it does not fit
     benchmarks = [parse_data_spec(b) for b in args.benchmark or DEFAULT_BENCHMARKS]
+    refuse_reported_validation(recipe, benchmarks)
     models, space = discriminators(args)
     out, work = args.out, args.work or Path("runs") / args.out.name
-    hashed = {"recipe": hashed_recipe(recipe), "generator": genotype.to_dict(),
-              "pixel_weights": None if args.pixel_weights is None else _file_hash(args.pixel_weights)}  # fmt: skip
-    recipe_hash = records.recipe_hash(hashed)
-    recipe, selection = honest_split(recipe, benchmarks, work / "split")
+    split_dir = work / "split"
     for m in models:
         if effective_genotype(m.genotype, recipe) != m.genotype:
             log.warning("%s: trained at the recipe's discriminator.base_width %d, not its own %d", m.name,
                         recipe.discriminator.base_width, m.genotype.base_width)  # fmt: skip
     # What trains is the genotype at the recipe's width: two that differ only in width would train the same network.
     models = distinct([replace(m, genotype=effective_genotype(m.genotype, recipe)) for m in models])
-    trained = {m.name: m.genotype for m in models}
+    pixel_recipe = replace(recipe, gan_phase=replace(recipe.gan_phase, steps=0))
+    selection = selection_name(recipe)
+    # The fine-tunes' recipe (each starts from its seed's pixel weights: no pixel phase of its own).
+    recipe_hash = Trial(genotype, recipe, 0, init=args.pixel_weights or work / "pixel_seed0").recipe_hash()
+    if (out / records.EXPERIMENT).is_file() and records.read_json(out / records.EXPERIMENT).get("recipe_hash") not in (
+        recipe_hash, None
+    ):
+        raise TrialError(f"{out}: records of another recipe (not {recipe_hash}); use a new --out")
     records.write_json(out / records.EXPERIMENT, {
-        "command": args.command, "recipe_file": str(args.config), "recipe_hash": recipe_hash, "recipe": hashed,
-        "selection": selection, "benchmarks": dict(benchmarks), "generator": args.generator,
-        "generator_genotype": genotype.to_dict(), "pixel_weights": None if args.pixel_weights is None
-        else str(args.pixel_weights), "sample_seed": args.sample_seed, "search_space": space,
-        "train_seeds": args.train_seeds,
-        "models": {m.name: {"group": m.group, "source": m.source, "genotype": trained[m.name].to_dict()}
-                   for m in models},
+        "command": args.command, "recipe_file": str(args.config), "recipe_hash": recipe_hash,
+        "recipe": Trial(genotype, recipe).identity()["recipe"], "selection": selection,
+        "benchmarks": dict(benchmarks), "generator": args.generator, "generator_genotype": genotype.to_dict(),
+        "pixel_weights": None if args.pixel_weights is None else str(args.pixel_weights),
+        "sample_seed": args.sample_seed, "search_space": space, "train_seeds": args.train_seeds,
+        "models": {m.name: {"group": m.group, "source": m.source, "genotype": m.genotype.to_dict()} for m in models},
     })  # fmt: skip
-    device = cli.resolve_device(recipe.run.device)
-    evaluator = Evaluator(benchmarks, recipe.data.scale, device, recipe.gan_phase.loss.pretrained_dir)
+    evaluator = Evaluator(benchmarks, recipe.data.scale, cli.resolve_device(recipe.run.device),
+                          recipe.gan_phase.loss.pretrained_dir)  # fmt: skip
     # The validation slice as the retraining sees it, scored beside the benchmarks; it chose the pixel checkpoint.
-    val = centre_crop(load_dataset(recipe.data.val, recipe.data.scale, split="val"), recipe.data.val_crop,
-                      recipe.data.scale)  # fmt: skip
-    evaluator.sets = {selection: val, **evaluator.sets}
+    val = resolve_validation(recipe, split_dir).data.val
+    val_pairs = centre_crop(load_dataset(val, recipe.data.scale, split="val"), recipe.data.val_crop, recipe.data.scale)
+    evaluator.sets = {selection: val_pairs, **evaluator.sets}
     bicubic_file = out / records.BICUBIC
     if not bicubic_file.is_file() or set(records.read_json(bicubic_file)) != set(evaluator.sets):
         records.write_json(bicubic_file, evaluator.bicubic())
     log.info("%s (%d params, %.3f GMACs@720p): %d discriminators x %d seeds; records in %s", args.generator,
              generator_params(genotype), generator_macs(genotype) / 1e9, len(models), args.train_seeds,
              out)  # fmt: skip
-    common = {"recipe_hash": recipe_hash, "selection": selection, "generator_genotype": genotype.to_dict()}
     for seed in range(args.train_seeds)[index::count]:
-        pixel_path = records.record_path(out, "pixel", seed)
-        missing = [m for m in models
-                   if records.existing_record(records.record_path(out, m.name, seed), trained[m.name].to_dict(),
-                                              recipe_hash) is None]  # fmt: skip
-        pixel_done = records.existing_record(pixel_path, None, recipe_hash) is not None
-        if pixel_done and not missing:
+        names = ["pixel", *(m.name for m in models)]
+        if all((out / f"{name}_seed{seed}.json").is_file() for name in names):
+            # Their keys need the pixel weights, which may live on another machine: the experiment's recipe hash,
+            # checked above, vouches for them.
             log.info("seed %d: every model already recorded, skipped", seed)
             continue
-        load_before = os.getloadavg()
         if args.pixel_weights is not None:
-            weights, summary = args.pixel_weights, {"steps": 0, "wall_time_s": 0.0}
+            weights = Path(args.pixel_weights)
+            pixel_record(weights, seed, evaluator, selection, out / f"pixel_seed{seed}.json")
         else:
-            pixel_recipe = replace(recipe, gan_phase=replace(recipe.gan_phase, steps=0),
-                                   run=replace(recipe.run, seed=seed))  # fmt: skip
-            summary = train_model(f"pixel seed {seed}", genotype, pixel_recipe, work / f"pixel_seed{seed}")
-            weights = work / f"pixel_seed{seed}" / run_files.MODEL_PIXEL
-        if not pixel_done:
-            record = {"model": "pixel", "group": "pixel", "seed": seed, "source": str(weights), "genotype": None,
-                      "params": 0, **common, "scores": {"pixel": evaluator.model(weights)}}  # fmt: skip
-            records.write_json(pixel_path, record | _provenance(summary, load_before, device))
-        for m in missing:
-            load_before = os.getloadavg()
-            done = finetune(genotype, weights, trained[m.name], recipe, seed, recipe.gan_phase.steps,
-                            work / f"{m.name}_seed{seed}")  # fmt: skip
-            record = {"model": m.name, "group": m.group, "seed": seed, "source": m.source,
-                      "genotype": trained[m.name].to_dict(), "params": discriminator_params(trained[m.name]),
-                      **common, "scores": {"gan": evaluator.model(done.model)}}  # fmt: skip
-            path = records.record_path(out, m.name, seed)
-            records.write_json(path, record | _provenance(done.summary, load_before, device))
-            log.info("%s seed %d: recorded in %s", m.name, seed, path)
+            pixel = Planned(f"pixel_seed{seed}", Trial(genotype, pixel_recipe, seed),
+                            {"model": "pixel", "group": "pixel", "source": "pixel phase of the recipe"})  # fmt: skip
+            pixel.trial.run(work / pixel.name, split_dir)  # the start weights, trained or found (also if recorded)
+            run_trials([pixel], out, work, evaluator)
+            weights = work / pixel.name / run_files.MODEL_PIXEL
+        planned = [
+            Planned(f"{m.name}_seed{seed}", Trial(genotype, recipe, seed, init=weights, discriminator=m.genotype),
+                    {"model": m.name, "group": m.group, "source": m.source},
+                    {"discriminator": m.genotype.to_dict(), "discriminator_params": discriminator_params(m.genotype)})
+            for m in models
+        ]  # fmt: skip
+        run_trials(planned, out, work, evaluator)
     print(report(out))
 
 
-def _provenance(summary: dict, load_before: tuple, device: torch.device) -> dict:
-    return {
-        "steps": summary["steps"], "wall_time_s": summary["wall_time_s"],
-        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
-        "device": str(device), "torch": torch.__version__, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }  # fmt: skip
+def pixel_record(weights: Path, seed: int, evaluator: Evaluator, selection: str, path: Path) -> None:
+    """The given pixel weights, scored as the starting point of seed ``seed``'s fine-tunes (nothing trained)."""
+    identity = {"evaluated": file_hash(weights), "seed": seed}
+    if path.is_file():
+        if read_record(path).identity != identity:
+            raise TrialError(f"{path}: recorded for other pixel weights; use a new --out")
+        return
+    model = load_generator(weights)
+    write_record(path, TrialRecord(
+        key=short_hash(identity), recipe_hash="", identity=identity, seed=seed, genotype=model.genotype.to_dict(),
+        params=generator_params(model.genotype), macs_720p=generator_macs(model.genotype), selection=selection,
+        scores={"pixel": evaluator.network(model)}, provenance=provenance(os.getloadavg(), str(evaluator.device)),
+        model="pixel", group="pixel", source=str(weights),
+    ))  # fmt: skip
+
+
+def as_row(record: dict) -> dict:
+    """A record as the report reads it: the discriminator's genotype and parameters (none for the pixel model).
+    Trial records keep them in ``extra``; records made before trials had them at the top."""
+    if "identity" not in record:
+        return record
+    extra = record.get("extra", {})
+    return record | {"genotype": extra.get("discriminator"), "params": extra.get("discriminator_params", 0)}
 
 
 # --- the report -------------------------------------------------------------------------------------------------
@@ -308,7 +328,7 @@ def report(folder: Path) -> str:
     """Writes ``report.md`` and ``summary.json`` in ``folder`` from its records alone; returns the markdown."""
     folder = Path(folder)
     exp = records.read_json(folder / records.EXPERIMENT) if (folder / records.EXPERIMENT).is_file() else {}
-    found = records.load_records(folder)
+    found = [as_row(r) for r in records.load_records(folder)]
     if not found:
         raise records.RecordError(f"{folder}: no records (<model>_seed<k>.json) to report")
     bicubic = records.read_json(folder / records.BICUBIC) if (folder / records.BICUBIC).is_file() else {}

@@ -28,8 +28,9 @@ length, at the price of not reusing the previous rung's steps. Then:
    candidate;
 3. the best ``len // race_eta`` (at least one) go on; the race ends at the rung that keeps one, the winner.
 
-Honest split: with ``data.val: holdout`` the 20 ``data.HOLDOUT`` images are taken out of the training folders and are
-the only images the race scores on; a reported benchmark (Set5, Set14) as ``data.val`` is refused.
+Honest split: with ``data.val: holdout`` the race scores on the 20 ``data.HOLDOUT`` images alone, which no training
+pool holds (``data.training_exclusions``); a reported benchmark (Set5, Set14) as ``data.val`` is refused. Every
+fine-tune is a ``trials.Trial`` with its record beside its run folder.
 
 Files (``run_files``): ``race_discriminator.json``, the race's log (candidates, the pixel model's scores and the
 floor, each rung's budget, every candidate's scores and fate), rewritten atomically after every fine-tune;
@@ -49,14 +50,12 @@ from pathlib import Path
 from typing import Any
 
 from darts_sr import run_files
-from darts_sr.compare import HOLDOUT_VAL, honest_split, train_model
 from darts_sr.config import (
     ConfigError,
     DiscriminatorConfig,
     PhaseConfig,
     SearchConfig,
     TrainConfig,
-    to_dict,
 )
 from darts_sr.data import DEFAULT_BENCHMARKS, centre_crop, load_dataset, parse_data_spec
 from darts_sr.discriminator import (
@@ -67,14 +66,19 @@ from darts_sr.discriminator import (
     random_discriminator_genotypes,
 )
 from darts_sr.evaluation import evaluate_pairs, format_value
-from darts_sr.genotype import GeneratorGenotype, save_genotype
+from darts_sr.genotype import GeneratorGenotype
 from darts_sr.io import atomic_write_text
 from darts_sr.metrics import METRICS, MetricSettings, create_scorers
 from darts_sr.networks import load_generator
-from darts_sr.records import RecordError, read_json
-from darts_sr.runner import prepare_run_folder, save_config
 from darts_sr.search_discriminator import resolve_generator_genotype
-from darts_sr.train import Retrainer
+from darts_sr.trials import (
+    HOLDOUT_VAL,
+    Trial,
+    refuse_reported_validation,
+    resolve_validation,
+    selection_name,
+    write_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -178,53 +182,26 @@ def finetune(
     seed: int,
     steps: int,
     run_dir: Path,
+    split_dir: Path,
 ) -> FineTune:
-    """``genotype`` started from ``pixel_weights`` (a ``model_pixel.pt``) and fine-tuned for ``steps`` steps of the
-    recipe's GAN phase (its loss, learning rates and ``discriminator`` section) against ``Discriminator(d_genotype)``
-    with seed ``seed``, in ``run_dir``; scored once, at the end, on the recipe's ``data.val``.
-
-    A finished fine-tune in ``run_dir`` is read back, a cut one resumed; one of another discriminator or recipe
-    there is an error."""
+    """``genotype`` started from ``pixel_weights`` (a ``model_pixel.pt`` or a TPSR state dict) and fine-tuned for
+    ``steps`` steps of the recipe's GAN phase (its loss, learning rates and ``discriminator`` section) against
+    ``Discriminator(d_genotype)`` with seed ``seed``, in ``run_dir``: a ``trials.Trial``, so a finished fine-tune is
+    read back, a cut one resumed, and a folder of any other fine-tune refused. Scored once, at the end, on the
+    recipe's ``data.val``; the trial's record is written beside the run folder (``<run_dir>.json``)."""
     if steps < 1:
         raise ConfigError(f"a fine-tune needs at least one step, got {steps}")
     recipe = replace(
         recipe,
-        pixel_phase=replace(recipe.pixel_phase, steps=0),
         gan_phase=replace(recipe.gan_phase, steps=steps),
         val_every=steps,  # scored once, at the end: the model kept is the last one, as in compare's GAN phase
-        run=replace(recipe.run, seed=seed),
     )
-    d_genotype = effective_genotype(d_genotype, recipe)
-    run_dir = Path(run_dir)
-    saved_d, saved_config = run_dir / run_files.DISCRIMINATOR_GENOTYPE, run_dir / run_files.CONFIG
-    if saved_d.is_file() and load_discriminator_genotype(saved_d) != d_genotype:
-        raise RecordError(f"{run_dir}: a fine-tune against another discriminator; use a new folder")
-    if saved_config.is_file() and _identity(_read_yaml(saved_config)) != _identity(to_dict(recipe)):
-        raise RecordError(f"{run_dir}: a fine-tune under another recipe, seed or budget; use a new folder")
-    summary_file = run_dir / run_files.RETRAIN.summary
-    if summary_file.is_file():
-        summary = read_json(summary_file)
-    else:
-        resume = (run_dir / run_files.RETRAIN.checkpoint).is_file()
-        run_dir = prepare_run_folder(run_dir, resume=resume, overwrite=not resume)
-        if not resume:
-            save_config(run_dir, to_dict(recipe))
-            save_genotype(genotype, run_dir / run_files.GENERATOR_GENOTYPE)
-            save_genotype(d_genotype, saved_d)
-        summary = Retrainer(recipe, genotype, d_genotype, run_dir, resume=resume, generator_weights=pixel_weights).run()
+    trial = Trial(genotype, recipe, seed, init=Path(pixel_weights), discriminator=d_genotype)
+    record = trial.record(run_dir, split_dir, None, {"model": Path(run_dir).name, "group": "race"})
+    write_record(Path(f"{run_dir}.json"), record)
+    summary = json.loads((Path(run_dir) / run_files.RETRAIN.summary).read_text())
     last = [h for h in summary["val_history"] if h["phase"] == "gan"][-1]
-    return FineTune({k: v for k, v in last.items() if k in METRICS}, summary, run_dir)
-
-
-def _read_yaml(path: Path) -> Any:
-    import yaml
-
-    return yaml.safe_load(path.read_text())
-
-
-def _identity(recipe: dict) -> dict:
-    """What makes two fine-tunes the same: the recipe and the seed (not the device or logging of the run section)."""
-    return {**{k: v for k, v in recipe.items() if k != "run"}, "seed": recipe["run"]["seed"]}
+    return FineTune({k: v for k, v in last.items() if k in METRICS}, summary, Path(run_dir))
 
 
 # --- successive halving -------------------------------------------------------------------------------------------
@@ -334,8 +311,7 @@ def check_race_config(config: SearchConfig, stage: str) -> list[Candidate]:
     if config.data.val == HOLDOUT_VAL and stage == "all":
         raise RaceError(f"data.val {HOLDOUT_VAL}: stage 1 cannot validate on it; run the race on its own "
                         "(--stage discriminator --generator RUN/genotype_generator.json)")  # fmt: skip
-    if config.data.val != HOLDOUT_VAL:
-        honest_split(race_recipe(config), reported_benchmarks(), Path("unused"))  # refuses a reported benchmark
+    refuse_reported_validation(race_recipe(config), reported_benchmarks())
     candidates = race_candidates(config)
     if len(candidates) < 2:
         raise RaceError(f"stage2.race_candidates and race_random give {len(candidates)} distinct discriminator(s); "
@@ -359,7 +335,9 @@ def race(config: SearchConfig, run_dir: Path, stage: str = "discriminator") -> d
     by_name = {c.name: c for c in candidates}
     genotype = resolve_generator_genotype(config, run_dir)
     work = run_dir / run_files.DISCRIMINATOR_RACE_DIR
-    recipe, selection = honest_split(race_recipe(config), reported_benchmarks(), work / "split")
+    split_dir = work / "split"
+    recipe = race_recipe(config)
+    selection = selection_name(recipe)
     settings = MetricSettings(recipe.gan_phase.loss.pretrained_dir, config.run.device)
     scorers = create_scorers(settings=settings)
     metric = resolve_metric(s.race_metric, scorers["lpips"] is not None)
@@ -379,10 +357,11 @@ def race(config: SearchConfig, run_dir: Path, stage: str = "discriminator") -> d
         pixel_weights = Path(s.generator_weights)
     else:
         pixel_recipe = replace(recipe, gan_phase=replace(recipe.gan_phase, steps=0))
-        train_model("race pixel model", genotype, pixel_recipe, work / "pixel")
+        Trial(genotype, pixel_recipe, config.run.seed).run(work / "pixel", split_dir)
         pixel_weights = work / "pixel" / run_files.MODEL_PIXEL
     scale = genotype.scale
-    val_pairs = centre_crop(load_dataset(recipe.data.val, scale, split="val"), recipe.data.val_crop, scale)
+    val = resolve_validation(recipe, split_dir).data.val
+    val_pairs = centre_crop(load_dataset(val, scale, split="val"), recipe.data.val_crop, scale)
     generator = load_generator(pixel_weights, genotype).to(config.run.device)
     pixel = evaluate_pairs(generator, val_pairs, selection, scale, scorers, config.run.device).values
     floor = pixel["psnr_y"] - s.race_psnr_margin
@@ -398,7 +377,7 @@ def race(config: SearchConfig, run_dir: Path, stage: str = "discriminator") -> d
         for seed in range(config.run.seed, config.run.seed + s.race_seeds):
             folder = name if seed == config.run.seed else f"{name}_seed{seed}"
             done = finetune(genotype, pixel_weights, by_name[name].genotype, recipe, seed, steps,
-                            work / f"rung{rung}" / folder)  # fmt: skip
+                            work / f"rung{rung}" / folder, split_dir)  # fmt: skip
             finetune_seconds.append(done.summary["wall_time_s"])
             per_seed.append(done.scores)
         scores = mean_scores(per_seed)

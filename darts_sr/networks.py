@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
-from darts_sr.genotype import GeneratorGenotype, GenotypeError, load_generator_genotype
+from darts_sr.genotype import TPSR, GeneratorGenotype, GenotypeError, load_generator_genotype
 from darts_sr.io import load_checkpoint
 from operations import OPS, build_op, conv_macs
 
@@ -247,3 +248,43 @@ def load_generator(
     except WeightsMismatch as e:
         raise WeightsMismatch(f"{weights}: {e}") from None
     return model
+
+
+# --- the MACs target -----------------------------------------------------------------------------------------------
+
+
+def default_target_macs(scale: int) -> float:
+    """TPSR's MACs@720p for TPSR's wiring at ``scale``: the target when none is given (search, compare, rank_check)."""
+    return float(generator_macs(replace(TPSR, scale=scale)))
+
+
+@dataclass(frozen=True)
+class MacsWindow:
+    """The cost a genotype must land at: ``target_macs`` (MACs@720p) ± ``tolerance`` (a fraction). The search's
+    derivation, the random genotypes of compare and rank_check and the calibration ladders all use this one type."""
+
+    target_macs: float
+    tolerance: float = 0.03
+
+    @classmethod
+    def around(cls, target_macs: float | None, scale: int, tolerance: float = 0.03) -> MacsWindow:
+        """``target_macs``, or TPSR's at ``scale`` when None."""
+        return cls(default_target_macs(scale) if target_macs is None else float(target_macs), tolerance)
+
+    @property
+    def low(self) -> float:
+        return self.target_macs * (1 - self.tolerance)
+
+    @property
+    def high(self) -> float:
+        return self.target_macs * (1 + self.tolerance)
+
+    def contains(self, macs: float) -> bool:
+        return self.low <= macs <= self.high
+
+    def record(self) -> dict:
+        """As records and summaries write it."""
+        return {"target_macs_720p": self.target_macs, "tolerance": self.tolerance}
+
+    def __str__(self) -> str:
+        return f"{self.target_macs / 1e9:.3f} GMACs ± {self.tolerance:.0%}"

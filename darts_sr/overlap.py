@@ -4,11 +4,12 @@ A reported image that also sits in the training pool, rescaled or cropped, makes
 test score: Set5's ``woman`` is BSD200's ``302003`` scaled by about 0.72 and cropped. File hashes miss such copies,
 so this module matches image content across scales and crops:
 
-1. Thumbnails (greyscale, long side of the larger image ``SEARCH_SIDE`` px) are matched by normalised
-   cross-correlation (NCC) over relative scales ``MIN_SCALE``..``MAX_SCALE`` in steps of ``2 ** (1 / 8)``, in both
-   directions of containment: the reported image may be a scaled crop of the training image or the other way round.
-   The smaller of the two (its central part) is the template; every correlation is an FFT on one fixed canvas, so
-   a template's transform is computed once and reused against every image it is searched in.
+1. Greyscale thumbnails are matched by normalised cross-correlation (NCC) over relative scales ``MIN_SCALE`` to
+   ``MAX_SCALE`` in steps of ``2 ** (1 / 8)``, in both directions of containment: the reported image may be a
+   scaled crop of the training image or the other way round. At each scale the smaller image (its central
+   ``TEMPLATE_FRACTION``) is the template and the larger one, shrunk to a 64 px canvas (128 px where the template
+   would be under ``MIN_TEMPLATE_SIDE`` there), is searched by FFT; a template's transform is computed once and
+   reused for every image it is searched in. Partial overlaps are found when the smaller image's centre is shared.
 2. Each pair's best (scale, offset) with NCC >= ``candidate_ncc`` is confirmed at full resolution: the two images are
    aligned by a coarse-to-fine local search over offset and scale that minimises the squared error, and the PSNR
    of grey values (0-255) is taken on their overlap, in the pixel grid of the lower-resolution image.
@@ -39,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy import fft
+from scipy import fft, optimize
 
 from darts_sr.data import HOLDOUT, DataError, list_images, load_image, parse_data_spec
 
@@ -59,12 +60,17 @@ DEFAULT_TRAIN = ("T91=../shared/datasets/T91", "BSD200=../shared/datasets/BSD200
 DEFAULT_REPORTED = ("Set5=../shared/anchors/tpsr/Set5", "Set14=../shared/datasets/Set14")
 HOLDOUT_SET = "holdout"
 
-SEARCH_SIDE = 64  # thumbnail canvas (px): large enough for a distinctive template, small enough to be quick
+# Thumbnail canvases (px): the larger image of a pair is searched at the first size where the template's short
+# side reaches MIN_TEMPLATE_SIDE. 64 px is quick and enough for most pairs; a small image that may be a small part
+# of a large one (a T91 crop of a Set14 image at scale 1) needs 128.
+SEARCH_SIDES = (64, 128)
 SCALE_STEP = 2 ** (1 / 8)  # worst-case scale error 4.5%: at 64 px that is under 1.5 px at the template's edge
 MIN_SCALE, MAX_SCALE = 0.4, 2.5
-MIN_TEMPLATE_SIDE = 12  # smaller templates correlate well with almost anything
+MIN_TEMPLATE_SIDE = 16  # smaller templates correlate well with almost anything
 TEMPLATE_FRACTION = 0.85  # central part of the smaller image used as template: borders may be cropped or padded
 FLAT_STD = 2.0  # grey levels: windows or templates flatter than this have no NCC worth trusting
+# A pair whose PSNR at a quarter of the resolution is this far under the threshold is not refined further.
+COARSE_MARGIN_DB = 3.0
 REPORT_NCC = 0.9  # candidates at or above this that fail confirmation are listed as near misses
 
 
@@ -89,10 +95,14 @@ class Match:
     offset: tuple[float, float] = (0.0, 0.0)
     duplicate: bool = False
 
+    def to_json(self) -> dict:
+        """The fields as JSON values (``psnr`` of identical files, infinite, as null)."""
+        return {**asdict(self), "psnr": self.psnr if math.isfinite(self.psnr) else None}
+
     def row(self) -> str:
         verdict = "duplicate" if self.duplicate else "no"
         return (
-            f"{self.reported_set}/{self.reported_image:<12} {self.train_set}/{self.train_image:<10} "
+            f"{self.reported_set + '/' + self.reported_image:<18} {self.train_set + '/' + self.train_image:<14} "
             f"scale {self.scale:6.4f}  NCC {self.ncc:5.3f}  PSNR {self.psnr:6.2f} dB  overlap {self.overlap:4.0%}  "
             f"{verdict}"
         )
@@ -125,9 +135,9 @@ class _Image:
             self._levels[m] = (_resize(self.grey, factor), factor)
         return self._levels[m]
 
-    def search_level(self) -> int:
-        """The level whose long side is at most ``SEARCH_SIDE`` and nearest it (never enlarged)."""
-        return min(0, math.floor(math.log(SEARCH_SIDE / max(self.shape)) / math.log(SCALE_STEP)))
+    def search_level(self, side: int) -> int:
+        """The level whose long side is at most ``side`` and nearest it (never enlarged)."""
+        return min(0, math.floor(math.log(side / max(self.shape)) / math.log(SCALE_STEP) + 1e-9))
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:
@@ -172,15 +182,15 @@ def _template(img: np.ndarray, max_h: int, max_w: int) -> tuple[np.ndarray, int,
 
 
 class _Correlator:
-    """NCC of many templates against one search image on a ``SEARCH_SIDE`` square canvas, by FFT.
+    """NCC of many templates against one search image on a ``side`` square canvas, by FFT.
 
     Templates are zero-mean inside their support and zero outside, so the plain correlation is NCC's numerator;
     window means and variances of the search image come from integral images. Template transforms are cached by
     key, since one template is searched for in many images.
     """
 
-    def __init__(self) -> None:
-        self.side = SEARCH_SIDE
+    def __init__(self, side: int) -> None:
+        self.side = side
         self._cache: dict[tuple, tuple[np.ndarray, float, int, int] | None] = {}
 
     def template(self, key: tuple, tpl: np.ndarray) -> tuple[np.ndarray, float, int, int] | None:
@@ -199,32 +209,38 @@ class _Correlator:
         """``(K, 3)``: per template its best NCC and the ``(y, x)`` of its top-left corner in ``search``."""
         h, w = search.shape
         canvas = np.zeros((self.side, self.side), np.float32)
-        canvas[:h, :w] = search
+        canvas[:h, :w] = search - search.mean()  # centred: the float64 sums of squares below lose nothing
         spectrum = fft.rfft2(canvas)
-        # Integral images with a zero first row and column: window sums by four look-ups.
-        s1 = np.zeros((self.side + 1, self.side + 1))
+        # Integral images with a zero first row and column: a window's sum is four look-ups.
+        s1 = np.zeros((h + 1, w + 1))
         s2 = np.zeros_like(s1)
-        s1[1:, 1:] = canvas.astype(np.float64).cumsum(0).cumsum(1)
-        s2[1:, 1:] = (canvas.astype(np.float64) ** 2).cumsum(0).cumsum(1)
-        ys = np.arange(self.side)[None, :, None]
-        xs = np.arange(self.side)[None, None, :]
-        out = np.empty((len(templates), 3))
-        for start in range(0, len(templates), 256):  # bounds memory: K x side x side floats per array
-            chunk = templates[start : start + 256]
-            corr = fft.irfft2(spectrum[None] * np.stack([t[0] for t in chunk]), s=(self.side, self.side))
-            th = np.array([t[2] for t in chunk])[:, None, None]
-            tw = np.array([t[3] for t in chunk])[:, None, None]
-            norms = np.array([t[1] for t in chunk])[:, None, None]
-            y2, x2 = np.minimum(ys + th, self.side), np.minimum(xs + tw, self.side)
-            n = (th * tw).astype(np.float64)
-            sums = s1[y2, x2] - s1[ys, x2] - s1[y2, xs] + s1[ys, xs]
-            var_n = s2[y2, x2] - s2[ys, x2] - s2[y2, xs] + s2[ys, xs] - sums**2 / n
-            valid = (ys <= h - th) & (xs <= w - tw) & (var_n > n * FLAT_STD**2)
-            ncc = np.where(valid, corr / np.sqrt(np.maximum(var_n, 1e-9)) / norms, -np.inf)
-            flat = ncc.reshape(len(chunk), -1)
-            best = flat.argmax(1)
-            out[start : start + len(chunk), 0] = flat[np.arange(len(chunk)), best]
-            out[start : start + len(chunk), 1], out[start : start + len(chunk), 2] = np.divmod(best, self.side)
+        s1[1:, 1:] = canvas[:h, :w].astype(np.float64).cumsum(0).cumsum(1)
+        s2[1:, 1:] = (canvas[:h, :w].astype(np.float64) ** 2).cumsum(0).cumsum(1)
+        out = np.zeros((len(templates), 3))
+        # Sorted by shape, so that the window statistics are computed once per shape in each chunk.
+        order = sorted(range(len(templates)), key=lambda i: templates[i][2:])
+        for start in range(0, len(order), 256):  # bounds memory: 256 x side x side floats
+            chunk = order[start : start + 256]
+            spectra = np.stack([templates[i][0] for i in chunk])
+            corr = fft.irfft2(spectrum[None] * spectra, s=(self.side, self.side))
+            first = 0
+            while first < len(chunk):
+                th, tw = templates[chunk[first]][2:]
+                last = first
+                while last + 1 < len(chunk) and templates[chunk[last + 1]][2:] == (th, tw):
+                    last += 1
+                vy, vx, n = h - th + 1, w - tw + 1, th * tw
+                sums = s1[th:, tw:] - s1[:vy, tw:] - s1[th:, :vx] + s1[:vy, :vx]
+                var_n = s2[th:, tw:] - s2[:vy, tw:] - s2[th:, :vx] + s2[:vy, :vx] - sums * sums / n
+                # Flat windows score 0: a uniform patch fits any template's shape and says nothing.
+                inverse = np.where(var_n > n * FLAT_STD**2, 1 / np.sqrt(np.maximum(var_n, 1e-9)), 0.0)
+                norms = np.array([templates[chunk[i]][1] for i in range(first, last + 1)])[:, None, None]
+                ncc = (corr[first : last + 1, :vy, :vx] * inverse / norms).reshape(last + 1 - first, -1)
+                best = ncc.argmax(1)
+                rows = chunk[first : last + 1]
+                out[rows, 0] = ncc[np.arange(len(rows)), best]
+                out[rows, 1], out[rows, 2] = np.divmod(best, vx)
+                first = last + 1
         return out
 
 
@@ -244,63 +260,66 @@ def _thumbnail_search(
     or "training inside reported".
     """
     best: dict[tuple[int, int], _Candidate] = {}
-    steps = _scale_steps()
-    correlator = _Correlator()
-
-    def keep(pair: tuple[int, int], ncc: float, scale: float, offset: tuple[float, float]) -> None:
-        if ncc > -np.inf and (pair not in best or ncc > best[pair].ncc):
-            best[pair] = _Candidate(float(ncc), scale, offset)
-
-    # Reported inside training: each training thumbnail is searched for every reported image at every scale.
-    for ti, t in enumerate(train):
-        a = t.search_level()
-        search, ft = t.level(a)
-        keys, templates = [], []
-        for qi, q in enumerate(reported):
-            if (qi, ti) in skip:
-                continue
-            for j in steps:
-                s = SCALE_STEP**j  # reported = training resized by s
-                if q.grey.size / s**2 > t.grey.size:
-                    continue  # the reported image is the larger one here: the other direction covers it
-                img, fq = q.level(a - j)
-                cut = _template(img, *search.shape)
-                if cut is None:
-                    continue
-                tpl = correlator.template(("q", qi, a - j, *cut[0].shape), cut[0])
-                if tpl is not None:
-                    keys.append((qi, s, fq, cut[1], cut[2]))
-                    templates.append(tpl)
-        if templates:
-            for (qi, s, fq, cy, cx), (ncc, y, x) in zip(keys, correlator.match(search, templates), strict=True):
-                # Template top-left (y, x) in the training thumbnail; the reported thumbnail's origin is (y-cy, x-cx).
-                keep((qi, ti), ncc, s, ((y - cy) / ft, (x - cx) / ft))
-
-    # Training inside reported: each reported thumbnail is searched for every training image at every scale.
-    for qi, q in enumerate(reported):
-        a = q.search_level()
-        search, fq = q.level(a)
-        keys, templates = [], []
-        for ti, t in enumerate(train):
-            if (qi, ti) in skip:
-                continue
-            for j in steps:
-                s = SCALE_STEP**j
-                if q.grey.size / s**2 <= t.grey.size:
-                    continue
-                img, ft = t.level(a + j)
-                cut = _template(img, *search.shape)
-                if cut is None:
-                    continue
-                tpl = correlator.template(("t", ti, a + j, *cut[0].shape), cut[0])
-                if tpl is not None:
-                    keys.append((ti, s, ft, cut[1], cut[2]))
-                    templates.append(tpl)
-        if templates:
-            for (ti, s, ft, cy, cx), (ncc, y, x) in zip(keys, correlator.match(search, templates), strict=True):
-                # The training thumbnail's origin sits at (y-cy, x-cx) in the reported thumbnail; flip to training.
-                keep((qi, ti), ncc, s, (-(y - cy) / ft, -(x - cx) / ft))
+    for side_index, side in enumerate(SEARCH_SIDES):
+        smaller = SEARCH_SIDES[side_index - 1] if side_index else None
+        for reported_inside in (True, False):
+            correlator = _Correlator(side)  # a fresh template cache: templates are not shared across directions
+            searches, others = (train, reported) if reported_inside else (reported, train)
+            for si, search_img in enumerate(searches):
+                _search_one(correlator, smaller, reported_inside, si, search_img, others, skip, best)
     return best
+
+
+def _search_one(
+    correlator: _Correlator,
+    smaller: int | None,
+    reported_inside: bool,
+    si: int,
+    search_img: _Image,
+    others: list[_Image],
+    skip: set[tuple[int, int]],
+    best: dict[tuple[int, int], _Candidate],
+) -> None:
+    """Searches ``search_img`` for every image of ``others`` at every scale whose template fits this canvas size
+    and did not fit the ``smaller`` one; keeps each pair's best in ``best``."""
+    a = search_img.search_level(correlator.side)
+    search, f_search = search_img.level(a)
+    a_small = search_img.search_level(smaller) if smaller else None
+    if a_small == a:
+        return  # the image is no larger than the smaller canvas: everything was searched there
+    jobs, templates = [], []
+    for oi, other in enumerate(others):
+        pair = (oi, si) if reported_inside else (si, oi)
+        if pair in skip:
+            continue
+        q, t = (other, search_img) if reported_inside else (search_img, other)
+        for j in _scale_steps():
+            s = SCALE_STEP**j  # reported = training resized by s
+            if (q.grey.size / s**2 <= t.grey.size) != reported_inside:
+                continue  # the other direction has the smaller image as template at this scale
+            # Levels that put both images at the same content scale: reported = training * s.
+            m = a - j if reported_inside else a + j
+            img, f_other = other.level(m)
+            cut = _template(img, *search.shape)
+            if cut is None:
+                continue
+            if a_small is not None:
+                m_small = a_small - j if reported_inside else a_small + j
+                if _template(other.level(m_small)[0], *search_img.level(a_small)[0].shape) is not None:
+                    continue  # searched on the smaller canvas already
+            tpl = correlator.template((reported_inside, oi, m, *cut[0].shape), cut[0])
+            if tpl is not None:
+                jobs.append((pair, s, f_other, cut[1], cut[2]))
+                templates.append(tpl)
+    if not templates:
+        return
+    for (pair, s, f_other, cy, cx), (ncc, y, x) in zip(jobs, correlator.match(search, templates), strict=True):
+        # The template's image has its origin at (y - cy, x - cx) in the search thumbnail. Offsets are kept as
+        # where the reported image's top-left corner lies in the training image, in training pixels.
+        dy, dx = y - cy, x - cx
+        offset = (dy / f_search, dx / f_search) if reported_inside else (-dy / f_other, -dx / f_other)
+        if pair not in best or ncc > best[pair].ncc:
+            best[pair] = _Candidate(float(ncc), s, offset)
 
 
 # -------------------------------------------------------------------------------------------------- confirmation
@@ -333,63 +352,79 @@ def _mse(pair: tuple[np.ndarray, np.ndarray] | None) -> float:
     return float(np.mean(diff * diff))
 
 
-def _refine(src: np.ndarray, dst: np.ndarray, k: float, by: float, bx: float) -> tuple[float, float, float]:
-    """Local search for ``(k, by, bx)`` minimising the aligned MSE, coarse to fine.
+def _refine(
+    src: np.ndarray, dst: np.ndarray, k: float, by: float, bx: float, give_up_psnr: float = -math.inf
+) -> tuple[float, float, float]:
+    """``(k, by, bx)`` (``src_edge = dst_edge * k + (by, bx)``) minimising the aligned MSE, coarse to fine.
 
-    At each resolution (``dst`` shrunk 4x, 2x, then full) the offset moves by steps from one pixel of that
-    resolution and the scale by steps that move the far edge by one pixel, halving on no improvement.
+    Both images are shrunk 4x, then 2x, then used as they are; at each resolution a Nelder-Mead search starts from
+    the last answer. When the PSNR at the first resolution is under ``give_up_psnr`` the pair cannot be a
+    duplicate (shrinking averages differences away, so full resolution scores lower) and the finer ones are skipped.
     """
     for shrink in (0.25, 0.5, 1.0):
-        small = dst if shrink == 1.0 else _resize(dst, shrink)
-        if min(small.shape) < 16:
-            continue
-        kk = k / shrink  # src edge = small edge * kk + b, since small edge = dst edge * shrink
-
-        def cost(params: np.ndarray) -> float:
-            return _mse(_overlap_pair(src, small, params[0], params[1], params[2]))
-
-        params = np.array([kk, by, bx])
-        current = cost(params)
-        # Steps: one pixel of this resolution for the offset; for the scale, the change that moves the far edge
-        # by one pixel. Stop at a tenth of a pixel at full resolution, half a pixel before.
-        step = np.array([kk / max(small.shape), kk, kk])
-        stop = 0.1 if shrink == 1.0 else 0.5
-        scale_of_step = 1.0
-        while scale_of_step >= stop:
-            improved = False
-            for axis in range(3):
-                for sign in (1, -1):
-                    trial = params.copy()
-                    trial[axis] += sign * step[axis] * scale_of_step
-                    value = cost(trial)
-                    if value < current:
-                        params, current, improved = trial, value, True
-                        break
-            if not improved:
-                scale_of_step /= 2
-        k, by, bx = params[0] * shrink, params[1], params[2]
+        src_l, dst_l = (src, dst) if shrink == 1.0 else (_resize(src, shrink), _resize(dst, shrink))
+        if min(dst_l.shape) < 16:
+            continue  # too small to say anything at this resolution
+        # In this resolution's pixels: src_l edge = dst_l edge * k + b * shrink.
+        (k, by_l, bx_l), mse = _nelder_mead(src_l, dst_l, np.array([k, by * shrink, bx * shrink]))
+        by, bx = by_l / shrink, bx_l / shrink
+        if _psnr(mse) < give_up_psnr:
+            break
     return k, by, bx
 
 
-def _confirm(t: _Image, q: _Image, cand: _Candidate) -> tuple[float, tuple[float, float], float, float]:
-    """Full-resolution ``(scale, offset, psnr, overlap)`` of a candidate, compared on the coarser image's grid."""
+def _nelder_mead(src: np.ndarray, dst: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, float]:
+    """The ``(k, by, bx)`` near ``start`` with the least aligned MSE, and that MSE.
+
+    Parameters are searched in units of one ``dst`` pixel of movement (for the scale, at the far edge), to a
+    twentieth of a pixel.
+    """
+    units = np.array([start[0] / max(dst.shape), start[0], start[0]])
+    mse0 = _mse(_overlap_pair(src, dst, *start))
+    if not math.isfinite(mse0) or mse0 == 0:
+        return start, mse0  # no overlap to improve, or nothing to improve on
+
+    def cost(u: np.ndarray) -> float:
+        return _mse(_overlap_pair(src, dst, *(start + u * units))) / mse0  # relative, for fatol
+
+    result = optimize.minimize(
+        cost, np.zeros(3), method="Nelder-Mead",
+        options={"initial_simplex": np.vstack([np.zeros(3), np.eye(3)]), "xatol": 0.05, "fatol": 1e-4, "maxfev": 300},
+    )  # fmt: skip
+    if not result.fun < 1:
+        return start, mse0
+    return start + result.x * units, float(result.fun * mse0)
+
+
+def _psnr(mse: float) -> float:
+    if not math.isfinite(mse):
+        return 0.0
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def _confirm(
+    t: _Image, q: _Image, cand: _Candidate, give_up_psnr: float = -math.inf
+) -> tuple[float, tuple[float, float], float, float]:
+    """Full-resolution ``(scale, offset, psnr, overlap)`` of a candidate, compared on the coarser image's grid.
+
+    A candidate given up on (see ``_refine``) keeps its coarse alignment; its PSNR is still measured at full
+    resolution.
+    """
     s, (dy, dx) = cand.scale, cand.offset
     if s <= 1:  # the reported image is the coarser one: training pixels resampled onto it
-        k, by, bx = _refine(t.grey, q.grey, 1 / s, dy, dx)
+        k, by, bx = _refine(t.grey, q.grey, 1 / s, dy, dx, give_up_psnr)
         s, dy, dx = 1 / k, by, bx
         pair = _overlap_pair(t.grey, q.grey, k, by, bx)
     else:  # the training image is the coarser one: q_edge = (t_edge - offset) * s
-        k, by, bx = _refine(q.grey, t.grey, s, -dy * s, -dx * s)
+        k, by, bx = _refine(q.grey, t.grey, s, -dy * s, -dx * s, give_up_psnr)
         s, dy, dx = k, -by / k, -bx / k
         pair = _overlap_pair(q.grey, t.grey, k, by, bx)
-    mse = _mse(pair)
-    psnr = math.inf if mse == 0 else 10 * math.log10(255**2 / mse) if math.isfinite(mse) else 0.0
     (hq, wq), (ht, wt) = q.shape, t.shape
     # Overlap in training pixels: the reported image spans offset + [0, size / s).
     iy = max(0.0, min(ht, dy + hq / s) - max(0.0, dy))
     ix = max(0.0, min(wt, dx + wq / s) - max(0.0, dx))
     overlap = iy * ix / min(hq * wq / s**2, ht * wt)
-    return s, (dy, dx), psnr, overlap
+    return s, (dy, dx), _psnr(_mse(pair)), overlap
 
 
 # --------------------------------------------------------------------------------------------------------- API
@@ -442,10 +477,11 @@ def compare_pools(
     chosen = sorted(((c.ncc, pair) for pair, c in candidates.items() if c.ncc >= candidate_ncc), reverse=True)
     for _, (qi, ti) in chosen:
         q, t, cand = q_images[qi], t_images[ti], candidates[(qi, ti)]
-        scale, offset, psnr, overlap = _confirm(t, q, cand)
-        duplicate = psnr >= min_psnr and overlap >= min_overlap
+        scale, offset, psnr, overlap = _confirm(t, q, cand, min_psnr - COARSE_MARGIN_DB)
+        duplicate = bool(psnr >= min_psnr and overlap >= min_overlap)
+        offset = (float(offset[0]), float(offset[1]))
         results.append(
-            Match(t.set_name, t.name, q.set_name, q.name, scale, cand.ncc, psnr, overlap, offset, duplicate)
+            Match(t.set_name, t.name, q.set_name, q.name, float(scale), cand.ncc, psnr, overlap, offset, duplicate)
         )
         logger.debug("%s", results[-1].row())
     logger.info(
@@ -531,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         m for m in checked if not m.duplicate and m.ncc >= REPORT_NCC
     ])  # fmt: skip
     if args.json:
-        args.json.write_text(json.dumps([asdict(m) for m in checked], indent=1) + "\n")
+        args.json.write_text(json.dumps([m.to_json() for m in checked], indent=1) + "\n")
     return 1 if duplicates else 0
 
 

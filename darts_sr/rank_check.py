@@ -11,16 +11,15 @@ training images (never a reported benchmark):
    path), Y-PSNR of the argmax network;
 2. standalone: ``Generator(genotype)`` retrained from scratch with the recipe's pixel phase, Y-PSNR at the end.
 
-Standalone results are records, one JSON per genotype in ``--records`` (keyed by genotype and recipe), written as
-each lands and reused by every later call: the same samples serve every search run with the same target, and an
-interrupted check continues where it stopped. The result, with tau and its p-value, goes to
+Standalone results are trial records (``darts_sr.trials``), ``<key>.json`` in ``--records`` (the trial's key),
+written as each lands and reused by every later call: the same samples serve every search run with the same target,
+and an interrupted check continues where it stopped. The result, with tau and its p-value, goes to
 ``<run>/rank_check.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -32,18 +31,26 @@ import torch
 from scipy.stats import kendalltau
 
 from darts_sr import cli, run_files
-from darts_sr.compare import train_model
-from darts_sr.config import SearchConfig, TrainConfig, load_config, to_dict
-from darts_sr.data import DEFAULT_BENCHMARKS, HOLDOUT, PatchSampler, holdout_split, load_dataset, parse_data_spec
-from darts_sr.evaluation import evaluate_pairs
+from darts_sr.config import ConfigError, SearchConfig, TrainConfig, from_dict, load_config
+from darts_sr.data import DEFAULT_BENCHMARKS, HOLDOUT, PatchSampler, load_dataset, load_training_pairs, parse_data_spec
+from darts_sr.evaluation import Evaluator, evaluate_pairs
 from darts_sr.genotype import GeneratorGenotype, load_generator_genotype
 from darts_sr.io import atomic_write_text, load_checkpoint
-from darts_sr.networks import generator_macs, load_generator
+from darts_sr.networks import MacsWindow, generator_macs, generator_params
 from darts_sr.sampling import matched_random_genotypes
-from darts_sr.search import default_target
 from darts_sr.supernet import GeneratorSupernet
+from darts_sr.trials import (
+    HOLDOUT_VAL,
+    Planned,
+    Trial,
+    TrialRecord,
+    resolve_validation,
+    run_trials,
+    short_hash,
+)
 
 log = logging.getLogger("rank_check")
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,32 +77,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 
-def record_key(genotype: GeneratorGenotype, recipe: dict) -> str:
-    text = json.dumps({"genotype": genotype.to_dict(), "recipe": recipe}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def standalone_records(
+    genotypes: list[GeneratorGenotype], recipe: TrainConfig, records: Path, work: Path,
+    benchmarks: list[tuple[str, str]], shard: str = "0/1",
+) -> list[TrialRecord]:
+    """Each genotype retrained with ``recipe`` (pixel phase, seed 0) as a ``Trial``, recorded as ``<key>.json`` in
+    ``records`` (the trial's key: the same samples serve every search run with the same target). The model kept is
+    the recipe's best on the holdout slice; benchmarks are scored with it for reporting, never for choosing."""
+    planned = [Planned(Trial(g, recipe).key(), Trial(g, recipe), {"model": "standalone", "group": "sample"})
+               for g in genotypes]  # fmt: skip
+    evaluator = Evaluator(benchmarks, recipe.data.scale, cli.resolve_device(recipe.run.device))
+    done = {r.key: r for r in run_trials(planned, records, work, evaluator, shard)}
+    return [done[p.name] for p in planned if p.name in done]
 
 
-def standalone_record(
-    genotype: GeneratorGenotype, recipe: TrainConfig, records: Path, work: Path, benchmarks: list[tuple[str, str]]
-) -> dict:
-    """``genotype`` retrained with ``recipe`` (pixel phase): its record, trained now if it has none. The model kept
-    is the recipe's best on the holdout slice; benchmarks are scored with it for reporting, never for choosing."""
-    key = record_key(genotype, to_dict(recipe))
-    path = records / f"{key}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    run_dir = work / key
-    summary = train_model(key, genotype, recipe, run_dir)
-    model = load_generator(run_dir / run_files.MODEL_PIXEL)
-    scores = {name: evaluate_pairs(model, load_dataset(p, genotype.scale), name, genotype.scale)["psnr_y"]
-              for name, p in benchmarks}  # fmt: skip
-    record = {
-        "genotype": genotype.to_dict(), "macs_720p": generator_macs(genotype), "recipe": to_dict(recipe),
-        "seed": recipe.run.seed, "val_psnr": summary["best_val_psnr_pixel"], "benchmark_psnr": scores,
-        "steps": summary["steps"], "wall_time_s": summary["wall_time_s"],
-    }  # fmt: skip
-    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
-    return record
+def convert_legacy_record(old: dict, train_specs: tuple[str, ...]) -> TrialRecord:
+    """A record of the rank_check format before trials (``val_psnr``, ``benchmark_psnr``, the whole recipe with
+    this machine's split folders) as a ``TrialRecord``, numbers unchanged. Its identity names the data as it was
+    then: the training folders given (``train_specs``) less the holdout only, since Set5's duplicate was not yet
+    left out; so it never matches a trial trained on today's clean pool."""
+    recipe = from_dict(TrainConfig, old["recipe"])
+    recipe = replace(recipe, data=replace(recipe.data, train=tuple(train_specs), val=HOLDOUT_VAL))
+    trial = Trial(GeneratorGenotype.from_dict(old["genotype"]), recipe, old["seed"])
+    held = {Path(n).stem: "holdout" for n in HOLDOUT}
+    identity = trial.identity(excluded=held)
+    scores = {"holdout": {"dataset": "holdout", "psnr_y": old["val_psnr"]},
+              **{k: {"dataset": k, "psnr_y": v} for k, v in old["benchmark_psnr"].items()}}  # fmt: skip
+    return TrialRecord(
+        key=short_hash(identity), recipe_hash=short_hash({k: v for k, v in identity.items()
+                                                          if k not in ("genotype", "seed", "discriminator")}, 12),
+        identity=identity, seed=old["seed"], genotype=old["genotype"], params=generator_params(trial.genotype),
+        macs_720p=old["macs_720p"], selection=HOLDOUT_VAL, scores={"pixel": scores}, steps=old["steps"],
+        wall_time_s=old["wall_time_s"], model="standalone", group="sample",
+        extra={"converted_from": "rank_check record before trials (training pool included BSD200 302003.png)"},
+    )  # fmt: skip
 
 
 @torch.no_grad()
@@ -116,16 +131,15 @@ def supernet_psnr(net: GeneratorSupernet, genotype: GeneratorGenotype, sampler, 
     return evaluate_pairs(net, val_pairs, "holdout", net.scale)["psnr_y"]
 
 
-def place_among_samples(names: list[str], extra: list[dict], samples: list[dict]) -> None:
+def place_among_samples(names: list[str], extra: list[TrialRecord], samples: list[TrialRecord]) -> None:
     """Prints where each extra genotype (a searched one, say) falls among the random samples, per score."""
     for name, record in zip(names, extra):
-        scores = {"holdout": (record["val_psnr"], [r["val_psnr"] for r in samples])}
-        for bench, value in record["benchmark_psnr"].items():
-            scores[bench] = (value, [r["benchmark_psnr"][bench] for r in samples])
-        cells = [
-            f"{k} {v:.3f} dB (random median {np.median(pop):.3f}, above {sum(v > p for p in pop)} of {len(pop)})"
-            for k, (v, pop) in scores.items()
-        ]
+        datasets = [HOLDOUT_VAL, *(d for d in record.scores["pixel"] if d != HOLDOUT_VAL)]
+        cells = []
+        for dataset in datasets:
+            value, population = record.psnr(dataset), [r.psnr(dataset) for r in samples]
+            cells.append(f"{dataset} {value:.3f} dB (random median {np.median(population):.3f}, above "
+                         f"{sum(value > p for p in population)} of {len(population)})")  # fmt: skip
         print(f"{name}: {generator_macs(load_generator_genotype(name)) / 1e9:.3f} GMACs; " + "; ".join(cells))
 
 
@@ -138,44 +152,44 @@ def main(argv: list[str] | None = None) -> int:
 def rank_check(args: argparse.Namespace) -> None:
     search = load_config(SearchConfig, args.run / run_files.CONFIG)
     s = search.supernet
-    target = search.cost.target_macs or default_target(search.data.scale)
+    window = MacsWindow.around(search.cost.target_macs, search.data.scale, args.tolerance)
     genotypes = matched_random_genotypes(
-        args.samples, target, args.tolerance, args.seed, ops=tuple(o for o in s.ops if o != "none"), nodes=s.nodes,
+        args.samples, window, args.seed, ops=tuple(o for o in s.ops if o != "none"), nodes=s.nodes,
         channels=s.channels, scale=search.data.scale, input_window=s.input_window, max_skip_nodes=s.max_skip_nodes,
     )  # fmt: skip
     recipe = load_config(TrainConfig, args.recipe, [*args.set, "gan_phase.steps=0"])
-    train_dirs, val_dir = holdout_split(recipe.data.train, HOLDOUT, args.split_dir)
-    recipe = replace(recipe, data=replace(recipe.data, train=tuple(train_dirs), val=val_dir))
+    if recipe.data.val != HOLDOUT_VAL:
+        raise ConfigError(f"{args.recipe}: data.val must be {HOLDOUT_VAL}: standalone models are judged on it")
     work = args.split_dir.parent / "rank_check_runs"
     benchmarks = [parse_data_spec(b) for b in args.benchmark or DEFAULT_BENCHMARKS]
+    also = [load_generator_genotype(a) for a in args.also]
     if args.only_standalone:
-        index, count = (int(v) for v in args.shard.split("/"))
-        for g in [*genotypes, *map(load_generator_genotype, args.also)][index::count]:
-            standalone_record(g, recipe, args.records, work, benchmarks)
-        if count > 1:
+        standalone_records([*genotypes, *also], recipe, args.records, work, benchmarks, args.shard)
+        if args.shard != "0/1":
             return  # the other shards may still be training; rerun with --shard 0/1 for the comparison
-    samples = [standalone_record(g, recipe, args.records, work, benchmarks) for g in genotypes]
-    extra = [standalone_record(load_generator_genotype(a), recipe, args.records, work, benchmarks) for a in args.also]
+    samples = standalone_records(genotypes, recipe, args.records, work, benchmarks)
+    extra = standalone_records(also, recipe, args.records, work, benchmarks)
     place_among_samples(args.also, extra, samples)
     if args.only_standalone:
         return
-    standalone = [r["val_psnr"] for r in samples]
+    standalone = [r.psnr(HOLDOUT_VAL) for r in samples]
     net = GeneratorSupernet(s.nodes, s.channels, search.data.scale, s.ops, s.input_window, s.strategy, s.normalize)
     net.load_state_dict(load_checkpoint(args.run / run_files.GENERATOR_SEARCH.checkpoint)["supernet"])
     scale = search.data.scale
-    train_pairs = [p for d in train_dirs for p in load_dataset(d, scale)]
-    sampler = PatchSampler(train_pairs, search.data.patch_size, scale)
-    val_pairs = load_dataset(val_dir, scale)
+    sampler = PatchSampler(load_training_pairs(recipe.data.train, scale), search.data.patch_size, scale)
+    val_pairs = load_dataset(resolve_validation(recipe, args.split_dir).data.val, scale)
     inherited = [supernet_psnr(net, g, sampler, val_pairs, args.calibration_batches) for g in genotypes]
     tau, p_value = kendalltau(inherited, standalone)
     result = {
-        "run": str(args.run), "samples": args.samples, "target_macs_720p": target, "tolerance": args.tolerance,
+        "run": str(args.run), "samples": args.samples, **window.record(),
         "tau": float(tau), "p_value": float(p_value), "recipe": str(args.recipe),
         "genotypes": [
-            {"genotype": g.to_dict(), "macs_720p": generator_macs(g), "supernet_psnr": a, "standalone_psnr": b}
-            for g, a, b in zip(genotypes, inherited, standalone)
+            {"genotype": g.to_dict(), "macs_720p": generator_macs(g), "supernet_psnr": a, "standalone_psnr": b,
+             "record": r.key}
+            for g, a, b, r in zip(genotypes, inherited, standalone, samples)
         ],
-        "also": [{"genotype": spec, **record} for spec, record in zip(args.also, extra)],
+        "also": [{"genotype": spec, "record": r.key, "holdout_psnr": r.psnr(HOLDOUT_VAL)}
+                 for spec, r in zip(args.also, extra)],
     }  # fmt: skip
     atomic_write_text(args.run / "rank_check.json", json.dumps(result, indent=2) + "\n")
     print(f"Kendall tau {tau:.3f} (p = {p_value:.3f}) over {args.samples} genotypes")

@@ -178,6 +178,8 @@ class Run(abc.ABC):
     kind: ClassVar[str]
     files: ClassVar[StageFiles]
     label: ClassVar[str]
+    # Config sections a resume may change: where and how loudly it runs, never what it trains.
+    free_on_resume: ClassVar[tuple[str, ...]] = ("run",)
 
     def __init__(self, config: Any, run_dir: Path, run: RunConfig):
         self.cfg, self.run_dir = config, Path(run_dir)
@@ -241,6 +243,16 @@ class Run(abc.ABC):
         state = load_checkpoint(self.run_dir / self.files.checkpoint, map_location=self.device)
         if state.get("kind") != self.kind:
             raise RunFolderError(f"{self.run_dir}: {self.files.checkpoint} is not a {self.kind.replace('_', ' ')}")
+        # Only the same work may continue: a checkpoint of another config (less where and how loudly it ran) would be
+        # resumed into a run that is neither the old one nor the new one.
+        mine, theirs = to_dict(self.cfg), dict(state.get("config", {}))
+        for section in self.free_on_resume:
+            mine.pop(section, None)
+            theirs.pop(section, None)
+        if mine != theirs:
+            changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            raise RunFolderError(f"{self.run_dir}: the checkpoint was made with another config (sections "
+                                 f"{', '.join(changed)} differ); use a new run folder")  # fmt: skip
         self.load_stage_state(state)
         restore_rng_state(self.data_generator, state["rng"])
         self.step, self.history = state["step"], state["history"]

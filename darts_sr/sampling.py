@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 from darts_sr.genotype import GeneratorGenotype, Node, live_nodes, prune
-from darts_sr.networks import generator_macs
+from darts_sr.networks import MacsWindow, generator_macs
 
 
 class SamplingError(RuntimeError):
@@ -26,10 +26,10 @@ def sample_genotype(
     scale: int = 4,
     input_window: int | None = None,
     max_skip_nodes: int | None = 2,
-    macs_window: tuple[float, float] | None = None,
+    macs_window: MacsWindow | None = None,
     max_tries: int = 100_000,
 ) -> GeneratorGenotype:
-    """A uniform random genotype; with ``macs_window=(low, high)`` one whose MACs@720p lie inside it."""
+    """A uniform random genotype; with ``macs_window`` one whose MACs@720p lie inside it."""
     choices = tuple(op for op in ops if op != "none")
     for _ in range(max_tries):
         raw = []
@@ -44,18 +44,15 @@ def sample_genotype(
         if max_skip_nodes is not None and sum(raw[k - 1].op == "skip" for k in live) > max_skip_nodes:
             continue
         genotype = prune(tuple(raw), outputs, channels, scale)
-        if macs_window is None or macs_window[0] <= generator_macs(genotype) <= macs_window[1]:
+        if macs_window is None or macs_window.contains(generator_macs(genotype)):
             return genotype
-    window = f"[{macs_window[0] / 1e9:.3f}, {macs_window[1] / 1e9:.3f}] GMACs" if macs_window else "the space"
+    window = str(macs_window) if macs_window else "the space"
     raise SamplingError(f"no genotype within {window} after {max_tries} tries")
 
 
-def matched_random_genotypes(
-    count: int, target_macs: float, tolerance: float, seed: int, **space
-) -> list[GeneratorGenotype]:
-    """``count`` distinct random genotypes within ``target_macs * (1 ± tolerance)``."""
+def matched_random_genotypes(count: int, window: MacsWindow, seed: int, **space) -> list[GeneratorGenotype]:
+    """``count`` distinct random genotypes within ``window``."""
     rng = random.Random(seed)
-    window = (target_macs * (1 - tolerance), target_macs * (1 + tolerance))
     found: list[GeneratorGenotype] = []
     while len(found) < count:
         genotype = sample_genotype(rng, macs_window=window, **space)

@@ -27,9 +27,9 @@ from darts_sr.data import PatchSampler, centre_crop, load_dataset, load_training
 from darts_sr.discriminator import Discriminator, load_discriminator_genotype
 from darts_sr.evaluation import PSNR_ONLY, evaluate_pairs
 from darts_sr.gan import BACKBONE_LABEL, gan_step, generator_loss, set_requires_grad
-from darts_sr.genotype import TPSR, GeneratorGenotype, save_genotype
+from darts_sr.genotype import GeneratorGenotype, save_genotype
 from darts_sr.losses import GeneratorLoss, cost_penalty
-from darts_sr.networks import generator_macs, generator_params
+from darts_sr.networks import MacsWindow, generator_macs, generator_params
 from darts_sr.plots import genotype_graph, probability_evolution, probability_heatmap
 from darts_sr.runner import Run, draw_batch
 from darts_sr.schedules import cosine, exponential
@@ -37,11 +37,6 @@ from darts_sr.supernet import GeneratorSupernet
 from darts_sr.tensorboard_logs import Writer, log_epoch, log_samples, log_scalars
 
 log = logging.getLogger(__name__)
-
-
-def default_target(scale: int) -> float:
-    """TPSR's MACs at 720p output, for TPSR's wiring at this scale."""
-    return float(generator_macs(replace(TPSR, scale=scale)))
 
 
 def search_diagnostics(genotype: GeneratorGenotype) -> dict[str, int]:
@@ -61,6 +56,7 @@ class GeneratorSearch(Run):
     """The stage-1 search in a run folder; ``run()`` returns the summary."""
 
     kind, files, label = "generator_search", run_files.GENERATOR_SEARCH, "search"
+    free_on_resume = ("run", "derive")  # derivation happens after the search: derive.py reruns it by another rule
 
     def __init__(self, config: SearchConfig, run_dir: Path, resume: bool = False):
         super().__init__(config, run_dir, config.run)
@@ -88,7 +84,8 @@ class GeneratorSearch(Run):
                 self.discriminator.to(memory_format=torch.channels_last)
         distributed.broadcast_module(self.supernet)
         distributed.broadcast_module(self.discriminator)
-        self.target = cfg.cost.target_macs or default_target(scale)
+        self.window = MacsWindow.around(cfg.cost.target_macs, scale, cfg.cost.tolerance)
+        self.target = self.window.target_macs
         o = cfg.optim
         self.total_steps = o.epochs * o.steps_per_epoch
         self.arch_start = o.warmup_epochs * o.steps_per_epoch
@@ -210,8 +207,7 @@ class GeneratorSearch(Run):
         """The derived genotype and the derivation's report (argmax MACs, repair swaps). ``method``: ``argmax``
         (each epoch's history) or ``derive.method`` (the run's result)."""
         c = self.cfg
-        tol = c.cost.tolerance
-        window = None if c.cost.penalty == "none" else (self.target * (1 - tol), self.target * (1 + tol))
+        window = None if c.cost.penalty == "none" else (self.window.low, self.window.high)
         scores = self.perturbation_scores() if method == "perturbation" else None
         return self.supernet.derive_with_report(c.supernet.max_skip_nodes, window=window, scores=scores)
 

@@ -113,7 +113,7 @@ class Trial:
         width = self.recipe.discriminator.base_width
         return genotype if width is None else replace(genotype, base_width=width)
 
-    def identity(self, excluded: dict[str, str] | None = None) -> dict:
+    def identity(self, excluded: dict[str, str] | None = None, with_init: bool = True) -> dict:
         """Plain data naming this training on any machine (see the module docstring). ``excluded`` overrides the
         training exclusions, for describing records made before an exclusion existed."""
         recipe = self.trained_recipe()
@@ -134,7 +134,7 @@ class Trial:
             "seed": self.seed,
             "recipe": data,
             "discriminator": self.trained_discriminator().to_dict() if recipe.gan_phase.steps else None,
-            "init_sha256": None if self.init is None else file_hash(Path(self.init)),
+            "init_sha256": None if self.init is None or not with_init else file_hash(Path(self.init)),
         }
 
     def key(self) -> str:
@@ -142,9 +142,9 @@ class Trial:
         return short_hash(self.identity())
 
     def recipe_hash(self) -> str:
-        """Twelve hex digits of the identity less genotype, seed and discriminator: the models an experiment
-        compares under one recipe share it."""
-        identity = self.identity()
+        """Twelve hex digits of the identity less genotype, seed, discriminator and start weights: the models an
+        experiment compares under one recipe share it (the start weights' file need not exist yet)."""
+        identity = self.identity(with_init=False)
         return short_hash({k: v for k, v in identity.items() if k not in ("genotype", "seed", "discriminator")}, 12)
 
     # --- training ------------------------------------------------------------------------------------------------
@@ -173,12 +173,13 @@ class Trial:
         return trainer.run()
 
     def record(self, run_dir: Path, split_dir: Path, evaluator, labels: dict | None = None) -> TrialRecord:
-        """Runs the trial and scores its models with ``evaluator`` (``evaluation.Evaluator``): the record."""
+        """Runs the trial and scores its models with ``evaluator`` (``evaluation.Evaluator``; None: only the
+        validation slice's scores, from the run's history): the record."""
         load_before = os.getloadavg()
         summary = self.run(run_dir, split_dir)
         scores = {phase: evaluator.model(Path(run_dir) / file) for phase, file in MODEL_FILES.items()
-                  if (Path(run_dir) / file).is_file()}  # fmt: skip
-        selection = HOLDOUT_VAL if self.recipe.data.val == HOLDOUT_VAL else "val"
+                  if evaluator is not None and (Path(run_dir) / file).is_file()}  # fmt: skip
+        selection = selection_name(self.recipe)
         for phase, score in selection_scores(summary, selection).items():
             scores.setdefault(phase, {})[selection] = score
         return TrialRecord(
@@ -186,7 +187,7 @@ class Trial:
             genotype=self.genotype.to_dict(), params=generator_params(self.genotype),
             macs_720p=generator_macs(self.genotype), selection=selection, scores=scores,
             val_history=summary["val_history"], steps=summary["steps"], wall_time_s=summary["wall_time_s"],
-            provenance=provenance(load_before, str(evaluator.device)), **(labels or {}),
+            provenance=provenance(load_before, str(self.recipe.run.device)), **(labels or {}),
         )  # fmt: skip
 
 
@@ -215,6 +216,23 @@ def resolve_validation(recipe: TrainConfig, split_dir: Path) -> TrainConfig:
         return recipe
     _, val_dir = holdout_split(recipe.data.train, HOLDOUT, split_dir)
     return replace(recipe, data=replace(recipe.data, val=val_dir))
+
+
+def selection_name(recipe: TrainConfig) -> str:
+    """The name the validation slice is recorded under: ``holdout``, or ``val`` for any other folder."""
+    return HOLDOUT_VAL if recipe.data.val == HOLDOUT_VAL else "val"
+
+
+def refuse_reported_validation(recipe: TrainConfig, benchmarks: list[tuple[str, str]]) -> None:
+    """A reported benchmark as ``data.val`` is refused: the checkpoint chosen on it would be reported on it."""
+    if recipe.data.val in (HOLDOUT_VAL, "builtin"):
+        return
+    val = Path(recipe.data.val).expanduser().resolve()
+    for name, path in benchmarks:
+        root = Path(path).expanduser().resolve()
+        if path != "builtin" and val in (root, root / "HR"):
+            raise ConfigError(f"data.val {recipe.data.val}: is the reported benchmark {name}; choose checkpoints "
+                              f"on a held-out slice (data.val: {HOLDOUT_VAL})")  # fmt: skip
 
 
 def selection_scores(summary: dict, selection: str) -> dict[str, dict]:
@@ -289,7 +307,6 @@ def write_record(path: Path, record: TrialRecord) -> None:
 
 def genotype_from_record(record: TrialRecord) -> GeneratorGenotype:
     return GeneratorGenotype.from_dict(record.genotype)
-
 
 
 # --- an experiment's trials ----------------------------------------------------------------------------------------

@@ -5,18 +5,20 @@ import json
 import logging
 import shutil
 import signal
+from pathlib import Path
 
 import pytest
 
-from conftest import SHARED, TPSR_DIR, small_genotype, write_tiny_train_yaml
-from darts_sr import compare, records
+from conftest import TPSR_DIR, small_genotype, write_tiny_train_yaml
+from darts_sr import compare, records, trials
 from darts_sr.config import ConfigError, SupernetConfig, TrainConfig, load_config
-from darts_sr.data import HOLDOUT, list_images
-from darts_sr.discriminator import SRGAN_DISCRIMINATOR
+from darts_sr.data import HOLDOUT, NEAR_DUPLICATES, list_images, load_training_pairs
 from darts_sr.genotype import TPSR, live_nodes, save_genotype
-from darts_sr.networks import generator_macs
+from darts_sr.networks import MacsWindow, generator_macs
 from darts_sr.runner import StopRequested, prepare_run_folder
+from darts_sr.sampling import matched_random_genotypes
 from darts_sr.train import Retrainer
+from darts_sr.trials import HOLDOUT_VAL, Trial, refuse_reported_validation, resolve_validation
 
 SMALL = small_genotype()
 
@@ -30,37 +32,35 @@ def test_random_genotypes_stay_in_the_window_under_the_skip_cap():
     s = SupernetConfig()
     space = {"ops": list(s.ops), "nodes": 10, "channels": 16, "scale": 4, "input_window": None, "max_skip_nodes": 2}
     target = generator_macs(TPSR) * 0.95
-    found = compare.random_candidates(12, target, 0.03, 0, space)
+    found = matched_random_genotypes(12, MacsWindow(target), 0, **space | {"ops": tuple(space["ops"])})
     assert len(set(found)) == 12
     for g in found:
         assert 0.97 * target <= generator_macs(g) <= 1.03 * target
         assert sum(n.op == "skip" for n in g.nodes) <= 2  # pruned: every node left is live
         assert live_nodes(g.nodes, g.outputs) == set(range(1, len(g.nodes) + 1))
     # A longer draw extends a shorter one: random_0..k keep their genotypes when --random grows.
-    assert compare.random_candidates(5, target, 0.03, 0, space) == found[:5]
+    assert matched_random_genotypes(5, MacsWindow(target), 0, **space | {"ops": tuple(space["ops"])}) == found[:5]
 
 
 @pytest.mark.parametrize("recipe_file", ["configs/compare_cpu.yaml", "configs/compare_cpu_realistic.yaml"])
 def test_the_validation_slice_never_overlaps_training(recipe_file, tmp_path, shared):
     recipe = load_config(TrainConfig, recipe_file)
-    assert recipe.data.val == compare.HOLDOUT_VAL
-    split, selection = compare.honest_split(recipe, [("Set14", str(SHARED / "datasets" / "Set14"))], tmp_path)
-    assert selection == "holdout"
-    val = {p.resolve() for p in (tmp_path / "val").iterdir()}
-    train = {p.resolve() for d in split.data.train for p in (tmp_path / d).iterdir()}
+    assert recipe.data.val == HOLDOUT_VAL
+    split = resolve_validation(recipe, tmp_path)
+    val = {p.resolve() for p in Path(split.data.val).iterdir()}
     assert {p.name for p in val} == set(HOLDOUT) and all(p.parent.name == "HR" for p in val)
-    assert not val & train
+    trained = {p.name for p in load_training_pairs(split.data.train, 4)}
+    assert not trained & {Path(n).stem for n in HOLDOUT}
     sources = [spec.partition("=")[2] for spec in recipe.data.train]
-    originals = {p.resolve() for d in sources for p in list_images(d)}
-    assert train | val == originals  # nothing lost: every other image trains
-    assert split.data.val == str(tmp_path / "val")
-    assert compare.hashed_recipe(recipe)["holdout"] == list(HOLDOUT)
+    originals = {p.stem for d in sources for p in list_images(d)}
+    # Nothing else lost: every other image trains, less the near-duplicates of reported images.
+    assert trained | {Path(n).stem for n in HOLDOUT} | set(NEAR_DUPLICATES) == originals
 
 
 def test_a_benchmark_as_validation_set_is_refused(tmp_path):
     recipe = load_config(TrainConfig, "configs/compare_cpu.yaml", ["data.val=../shared/datasets/Set14"])
     with pytest.raises(ConfigError, match="is the reported benchmark Set14"):
-        compare.honest_split(recipe, [("Set14", "../shared/datasets/Set14")], tmp_path)
+        refuse_reported_validation(recipe, [("Set14", "../shared/datasets/Set14")])
 
 
 def test_records_round_trip_skip_and_rebuild_the_report(tmp_path, tiny_yaml, monkeypatch, caplog, one_thread):
@@ -94,20 +94,20 @@ def test_records_round_trip_skip_and_rebuild_the_report(tmp_path, tiny_yaml, mon
     def no_training(*a, **k):
         raise AssertionError("a recorded model was retrained")
 
-    monkeypatch.setattr(compare, "Retrainer", no_training)
+    monkeypatch.setattr(trials, "Retrainer", no_training)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="compare"):
+    with caplog.at_level(logging.INFO, logger="darts_sr.trials"):
         assert compare.main(args) == 0
     assert sum("already recorded" in m for m in caplog.messages) == 5
 
     # Another experiment over the same models copies their records from this one (--reuse) instead of training.
     other = tmp_path / "results" / "other"
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="compare"):
+    with caplog.at_level(logging.INFO, logger="darts_sr.trials"):
         assert compare.main([*args[:-4], "--out", str(other), "--work", str(work), "--reuse", str(out)]) == 0
     assert sum("copied" in m for m in caplog.messages) == 5
     copied = json.loads((other / "tpsr_seed1.json").read_text())
-    assert copied.pop("reused_from") == str(out / "tpsr_seed1.json") and copied == record
+    assert copied["extra"].pop("reused_from") == str(out / "tpsr_seed1.json") and copied == record
 
     # The report needs the records alone: no run folder, no benchmark images.
     shutil.rmtree(work)
@@ -126,7 +126,11 @@ def test_records_round_trip_skip_and_rebuild_the_report(tmp_path, tiny_yaml, mon
 def test_an_interrupted_model_resumes_from_its_run_folder(tmp_path, tiny_yaml, caplog, one_thread):
     config = load_config(TrainConfig, tiny_yaml)
     run_dir = tmp_path / "searched_0_seed0"
-    cut = Retrainer(config, SMALL, SRGAN_DISCRIMINATOR, prepare_run_folder(run_dir, False, False))
+    trial = Trial(SMALL, config, 0)
+    trials.check_run_folder(run_dir, trial.identity())
+    prepare_run_folder(run_dir, False, False)
+    (run_dir / trials.TRIAL_FILE).write_text(json.dumps(trial.identity()))
+    cut = Retrainer(config, SMALL, trial.trained_discriminator(), run_dir)
     one_step = cut.one_step
 
     def stop_after_one(*args):
@@ -136,9 +140,8 @@ def test_an_interrupted_model_resumes_from_its_run_folder(tmp_path, tiny_yaml, c
     cut.one_step = stop_after_one
     with pytest.raises(StopRequested):
         cut.run()
-    save_genotype(SMALL, run_dir / "genotype_generator.json")
-    with caplog.at_level(logging.INFO, logger="compare"):
-        summary = compare.train_model("searched_0", SMALL, config, run_dir)
+    with caplog.at_level(logging.INFO, logger="darts_sr.trials"):
+        summary = trial.run(run_dir, tmp_path / "split")
     assert any("resuming" in m for m in caplog.messages) and summary["steps"] == 3
-    with pytest.raises(records.RecordError, match="another genotype"):
-        compare.train_model("searched_0", TPSR, config, run_dir)
+    with pytest.raises(trials.TrialError, match="made for another trial .*genotype"):
+        Trial(TPSR, config, 0).run(run_dir, tmp_path / "split")

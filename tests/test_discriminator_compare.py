@@ -39,7 +39,8 @@ def test_records_per_discriminator_and_seed_skip_on_rerun_and_rebuild_the_report
     assert names == [f"{m}_seed{k}.json" for m in ("pixel", "random_0", "reference", "searched_0") for k in (0, 1)]
     record = json.loads((out / "searched_0_seed1.json").read_text())
     # The recipe's discriminator.base_width (4) is what trained, and what the record holds.
-    assert record["genotype"] == {**GIVEN.to_dict(), "base_width": 4} and record["group"] == "searched"
+    assert record["extra"]["discriminator"] == {**GIVEN.to_dict(), "base_width": 4} and record["group"] == "searched"
+    assert record["identity"]["discriminator"] == record["extra"]["discriminator"] and record["identity"]["init_sha256"]
     assert record["seed"] == 1 and set(record["scores"]) == {"gan"} and set(record["scores"]["gan"]) == {"val", "Set5"}
     assert record["scores"]["gan"]["Set5"]["psnr_y"] > 0 and record["scores"]["gan"]["Set5"]["niqe"] > 0
     assert record["recipe_hash"] == json.loads((out / records.EXPERIMENT).read_text())["recipe_hash"]

@@ -14,8 +14,8 @@ from darts_sr.config import SearchConfig, load_config
 from darts_sr.discriminator import DiscriminatorGenotype, load_discriminator_genotype
 from darts_sr.discriminator_race import RaceError, finetune, race_recipe, rank_key, successive_halving
 from darts_sr.genotype import save_genotype
-from darts_sr.records import RecordError
 from darts_sr.train import Retrainer
+from darts_sr.trials import TrialError
 
 
 def scripted(table: dict, calls: list):
@@ -124,10 +124,10 @@ def test_a_race_on_builtin_images_writes_the_winner_and_its_log_and_continues_wi
     assert load_discriminator_genotype(out / run_files.DISCRIMINATOR_GENOTYPE) == winner
     # A fine-tune folder holds one discriminator: another one there is refused, not mixed in.
     other = DiscriminatorGenotype(("conv_5x5",) * 4, base_width=4)
-    with pytest.raises(RecordError, match="another discriminator"):
+    with pytest.raises(TrialError, match=r"made for another trial \(differs in discriminator"):
         recipe = race_recipe(load_config(SearchConfig, config))
         finetune(small_genotype(), out / "race" / "pixel" / "model_pixel.pt", other, recipe, 0, 2,
-                 out / "race" / "rung0" / "reference")  # fmt: skip
+                 out / "race" / "rung0" / "reference", out / "race" / "split")  # fmt: skip
 
 
 def test_race_seeds_rank_the_mean_of_each_candidates_fine_tunes(tmp_path, race_inputs, one_thread):

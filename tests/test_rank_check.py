@@ -1,5 +1,5 @@
-"""rank_check's building blocks: the holdout split never overlaps training, records are keyed by genotype and
-recipe; search_report and the search's shape diagnostics."""
+"""rank_check's building blocks: the holdout split never overlaps training; search_report and the search's shape
+diagnostics. (Its records are trial records: tests/test_trials.py.)"""
 
 from pathlib import Path
 
@@ -8,7 +8,6 @@ from PIL import Image
 
 from darts_sr.data import holdout_split
 from darts_sr.genotype import TPSR, GeneratorGenotype, Node
-from darts_sr.rank_check import record_key
 from darts_sr.search import search_diagnostics
 
 
@@ -26,12 +25,6 @@ def test_holdout_split_never_overlaps_training(tmp_path):
     val_names = {p.name for p in Path(val).iterdir()}
     assert val_names == {"b2.png", "a1.png"} and train_names == {"a2.png", "b1.png", "b3.png"}
     assert all(p.is_symlink() for d in [*train, val] for p in Path(d).iterdir())  # no copies
-
-
-def test_records_are_keyed_by_genotype_and_recipe():
-    other = GeneratorGenotype((Node("conv_3x3", 0),), (1,))
-    assert record_key(TPSR, {"steps": 1}) == record_key(TPSR, {"steps": 1})
-    assert len({record_key(TPSR, {"steps": 1}), record_key(TPSR, {"steps": 2}), record_key(other, {"steps": 1})}) == 3
 
 
 def test_search_diagnostics_measure_depth_and_stem_readers():

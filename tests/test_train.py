@@ -3,17 +3,22 @@
 import json
 import random
 import signal
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import TPSR_DIR, run_cli, small_genotype, write_tiny_train_yaml
 from darts_sr.config import TrainConfig, load_config
+from darts_sr.data import DataError, ImagePair, PatchSampler
 from darts_sr.discriminator import SRGAN_DISCRIMINATOR
 from darts_sr.genotype import TPSR, live_nodes, save_genotype
-from darts_sr.networks import generator_macs
-from darts_sr.runner import StopRequested, prepare_run_folder
+from darts_sr.io import load_checkpoint
+from darts_sr.networks import MacsWindow, generator_macs
+from darts_sr.runner import RunFolderError, StopRequested, prepare_run_folder
 from darts_sr.sampling import SamplingError, matched_random_genotypes, sample_genotype
+from darts_sr.schedules import cosine, ema_decay, warmup_cosine
 from darts_sr.train import Retrainer
 from operations import GENERATOR_SEARCH_SPACE
 
@@ -64,6 +69,63 @@ def test_train_resume_equals_uninterrupted(tmp_path, tiny_yaml):
     assert whole.history == resumed.history
 
 
+@pytest.mark.parametrize("cut_at", [3, 5])  # in the pixel phase (the average is live), and after it
+def test_a_moving_average_is_validated_kept_and_resumed_exactly(tmp_path, cut_at, one_thread):
+    yaml_file = write_tiny_train_yaml(tmp_path / "ema.yaml", pixel_phase={"steps": 4, "ema": 0.5, "warmup_steps": 2})
+    config = load_config(TrainConfig, yaml_file)
+    whole = Retrainer(config, SMALL, SRGAN_DISCRIMINATOR, prepare_run_folder(tmp_path / "whole", False, False))
+    whole.run()
+    kept = load_checkpoint(tmp_path / "whole" / "model_pixel.pt")
+    # The pixel model is the average, not the last weights: their validations differ, and the GAN phase started
+    # from the average.
+    plain = Retrainer(replace(config, pixel_phase=replace(config.pixel_phase, ema=None)), SMALL, SRGAN_DISCRIMINATOR,
+                      prepare_run_folder(tmp_path / "plain", False, False))  # fmt: skip
+    plain.run()
+    assert whole.history[0]["psnr_y"] != plain.history[0]["psnr_y"]
+    assert kept["val"]["psnr_y"] == max(h["psnr_y"] for h in whole.history if h["phase"] == "pixel")
+    cut = Retrainer(config, SMALL, SRGAN_DISCRIMINATOR, prepare_run_folder(tmp_path / "cut", False, False))
+    one_step = cut.one_step
+
+    def stop(*args):
+        one_step(*args)
+        if cut.step == cut_at:
+            cut.stop.signum = signal.SIGINT
+
+    cut.one_step = stop
+    with pytest.raises(StopRequested):
+        cut.run()
+    resumed = Retrainer(config, SMALL, SRGAN_DISCRIMINATOR, tmp_path / "cut", resume=True)
+    resumed.run()
+    assert whole.history == resumed.history
+    for (name, a), b in zip(whole.generator.state_dict().items(), resumed.generator.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_warm_up_then_cosine_and_the_average_ramp():
+    assert [warmup_cosine(s, 10, 4, 1.0, 0.0) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert warmup_cosine(4, 10, 4, 1.0, 0.0) == 1.0 and warmup_cosine(10, 10, 4, 1.0, 0.0) == 0.0
+    assert warmup_cosine(3, 10, 0, 1.0, 0.0) == cosine(3, 10, 1.0, 0.0)
+    assert ema_decay(0, 0.999) == pytest.approx(0.1) and ema_decay(10**6, 0.999) == 0.999
+
+
+def test_resuming_a_run_folder_of_another_config_is_refused(tmp_path, tiny_yaml, one_thread):
+    config = load_config(TrainConfig, tiny_yaml)
+    Retrainer(config, SMALL, SRGAN_DISCRIMINATOR, prepare_run_folder(tmp_path / "run", False, False)).run()
+    other = replace(config, pixel_phase=replace(config.pixel_phase, lr=0.5))
+    with pytest.raises(RunFolderError, match="another config .*pixel_phase"):
+        Retrainer(other, SMALL, SRGAN_DISCRIMINATOR, tmp_path / "run", resume=True)
+
+
+def test_images_smaller_than_the_patch_are_skipped_when_asked():
+    pairs = [ImagePair(f"p{i}", np.zeros((s, s, 3), np.uint8), np.zeros((4 * s, 4 * s, 3), np.uint8))
+             for i, s in enumerate((8, 20, 30))]  # fmt: skip
+    with pytest.raises(DataError, match="smaller than the 16x16 patch"):
+        PatchSampler(pairs, 16, 4)
+    assert [p.name for p in PatchSampler(pairs, 16, 4, skip_small=True).pairs] == ["p1", "p2"]
+    with pytest.raises(DataError, match="no training image holds a 40x40"):
+        PatchSampler(pairs, 40, 4, skip_small=True)
+
+
 def test_random_genotypes_are_valid_and_uniformly_reach_the_space():
     rng = random.Random(0)
     seen_ops = set()
@@ -77,9 +139,12 @@ def test_random_genotypes_are_valid_and_uniformly_reach_the_space():
 
 def test_random_genotypes_respect_the_macs_window():
     target = generator_macs(TPSR)
-    found = matched_random_genotypes(4, target, 0.05, seed=1, ops=GENERATOR_SEARCH_SPACE)
+    window = MacsWindow(target, 0.05)
+    found = matched_random_genotypes(4, window, seed=1, ops=GENERATOR_SEARCH_SPACE)
     assert len(set(found)) == 4
     assert all(0.95 * target <= generator_macs(g) <= 1.05 * target for g in found)
-    assert found == matched_random_genotypes(4, target, 0.05, seed=1, ops=GENERATOR_SEARCH_SPACE)
+    assert found == matched_random_genotypes(4, window, seed=1, ops=GENERATOR_SEARCH_SPACE)
+    assert window.contains(window.low) and window.contains(window.high) and not window.contains(1.06 * target)
+    assert MacsWindow.around(None, 4) == MacsWindow(target) and str(window) == "3.575 GMACs ± 5%"
     with pytest.raises(SamplingError, match="no genotype within"):
-        sample_genotype(random.Random(0), ("conv_7x7",), nodes=2, macs_window=(1.0, 2.0), max_tries=50)
+        sample_genotype(random.Random(0), ("conv_7x7",), nodes=2, macs_window=MacsWindow(1.5, 0.3), max_tries=50)
