@@ -30,9 +30,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from darts_sr.export import onnx_bytes, run_session, session  # noqa: E402
-from darts_sr.genotype import TPSR, GeneratorGenotype, Node, load_generator_genotype  # noqa: E402
-from darts_sr.networks import REFERENCE_LR_SIZE, Generator, generator_macs, generator_params  # noqa: E402
+from darts_sr.evaluation.export import onnx_bytes, run_session, session  # noqa: E402
+from darts_sr.nets.genotype import TPSR, GeneratorGenotype, Node, load_generator_genotype  # noqa: E402
+from darts_sr.nets.networks import REFERENCE_LR_SIZE, Generator, generator_macs, generator_params  # noqa: E402
 
 TPSR_SEP = GeneratorGenotype(
     nodes=tuple(Node(n.op.replace("conv_", "sep_"), n.input) for n in TPSR.nodes),

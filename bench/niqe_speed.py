@@ -1,4 +1,4 @@
-"""Time of one NIQE evaluation (darts_sr.niqe.niqe) on a 500x480 image: Set14's baboon, or noise if it is absent.
+"""Time of one NIQE evaluation (evaluation/niqe.py) on a 500x480 image: Set14's baboon, or noise if it is absent.
 
     .venv/bin/python bench/niqe_speed.py [--image PATH] [--repeats 20] [--threads 1]
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from PIL import Image
 
-    from darts_sr.niqe import niqe
+    from darts_sr.evaluation.niqe import niqe
 
     if args.image.is_file():
         img, what = np.asarray(Image.open(args.image).convert("RGB")), str(args.image)

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 from darts_sr.config import SearchConfig, load_config  # noqa: E402
-from darts_sr.networks import upsampler_macs  # noqa: E402
-from darts_sr.runner import prepare_run_folder  # noqa: E402
-from darts_sr.search import GeneratorSearch  # noqa: E402
+from darts_sr.nets.networks import upsampler_macs  # noqa: E402
+from darts_sr.search.generator_stage import GeneratorSearch  # noqa: E402
+from darts_sr.training.runner import prepare_run_folder  # noqa: E402
 from operations import OPS, build_op, conv_macs  # noqa: E402
 
 

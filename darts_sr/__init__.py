@@ -23,17 +23,17 @@ __version__ = "0.1.0"
 __all__ = ["Generator", "GeneratorGenotype", "__version__", "load_generator", "load_generator_genotype", "upscale"]
 
 _EXPORTS = {
-    "Generator": "darts_sr.networks",
-    "load_generator": "darts_sr.networks",
-    "GeneratorGenotype": "darts_sr.genotype",
-    "load_generator_genotype": "darts_sr.genotype",
-    "upscale": "darts_sr.inference",
+    "Generator": "darts_sr.nets.networks",
+    "load_generator": "darts_sr.nets.networks",
+    "GeneratorGenotype": "darts_sr.nets.genotype",
+    "load_generator_genotype": "darts_sr.nets.genotype",
+    "upscale": "darts_sr.evaluation.inference",
 }
 
 if TYPE_CHECKING:
-    from darts_sr.genotype import GeneratorGenotype, load_generator_genotype
-    from darts_sr.inference import upscale
-    from darts_sr.networks import Generator, load_generator
+    from darts_sr.evaluation.inference import upscale
+    from darts_sr.nets.genotype import GeneratorGenotype, load_generator_genotype
+    from darts_sr.nets.networks import Generator, load_generator
 
 
 def __getattr__(name: str) -> Any:

@@ -21,18 +21,12 @@ import torch
 
 from darts_sr import distributed
 from darts_sr.config import ConfigError
-from darts_sr.data import DataError
-from darts_sr.genotype import GenotypeError
-from darts_sr.io import CheckpointError
-from darts_sr.networks import WeightsMismatch
+from darts_sr.errors import StopRequested, UserError
 from darts_sr.pretrained import OFFLINE_ENV, PretrainedWeightsMissing, ensure_weights
-from darts_sr.runner import NonFiniteLoss, RunFolderError, StopRequested
-from darts_sr.sampling import SamplingError
 
-USER_ERRORS = (
-    ConfigError, DataError, GenotypeError, CheckpointError, WeightsMismatch, PretrainedWeightsMissing, SamplingError,
-    RunFolderError, NonFiniteLoss,
-)  # fmt: skip
+# Every user error of the package derives from errors.UserError (config, data, genotype, checkpoint, weights,
+# sampling, run folder, a diverged run, an experiment's records).
+USER_ERRORS = (UserError,)
 
 
 def _preset_dirs() -> tuple[Path, ...]:
@@ -110,9 +104,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, example_key: str) -> None
     """The options every training entry point shares: data, run folder, overrides, resume, seed, device, offline."""
     parser.add_argument("--data", action="append", metavar="NAME=PATH", help="training images; replaces data.train")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/<command>-<time>)")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help=f"override, e.g. {example_key}"
-    )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=f"override, e.g. {example_key}")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     parser.add_argument("--seed", type=int, help="overrides run.seed")

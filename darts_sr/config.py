@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from darts_sr.errors import UserError
 from darts_sr.losses import LOSSES, LossTerm
 from operations import GENERATOR_SEARCH_SPACE
 from operations.discriminator import D_SEARCH_SPACE, D_SEARCH_WIDTHS, HEADS, NORMS
@@ -23,7 +24,7 @@ from operations.discriminator import D_SEARCH_SPACE, D_SEARCH_WIDTHS, HEADS, NOR
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad config file, key or value; the message names it."""
 
 
@@ -184,12 +185,12 @@ class SupernetConfig:
     # NHWC tensors for the supernet and the discriminator during the search: the same arithmetic, and on CPU the
     # sep ops' depthwise convolutions run about twice as fast; a search step 12% faster (bench/search_step.py)
     channels_last: bool = True
-    # How architecture parameters become the computation (darts_sr.relaxation): mixed = DARTS's softmax mixture of
+    # How architecture parameters become the computation (search/relaxation.py): mixed = DARTS's softmax mixture of
     # every op; sampled = hard Gumbel paths with straight-through gradients, one op per node per step. Why mixed is
     # the default: README, "The search ablation".
     strategy: typing.Literal["mixed", "sampled"] = "mixed"
     # Affine-free search BN on the stem and every op, output = gate-weighted mean x a learnable gain, so that the
-    # input and output weights cannot act as amplitude knobs (darts_sr.supernet).
+    # input and output weights cannot act as amplitude knobs (darts_sr.search.supernet).
     normalize: bool = True
     tau_start: float = 2.0  # sampled: Gumbel temperature when the architecture starts to move...
     tau_end: float = 0.2  # ...annealed exponentially to this at the last step
@@ -197,7 +198,7 @@ class SupernetConfig:
 
 @dataclasses.dataclass
 class DeriveConfig:
-    # argmax: each node takes its most probable op and input (within the MACs window, darts_sr.supernet);
+    # argmax: each node takes its most probable op and input (within the MACs window, darts_sr.search.supernet);
     # perturbation: DARTS-PT's selection by measurement, each node takes the op and the input whose removal raises
     # the supernet's validation loss most (on fixed batches of the architecture half), within the same window.
     method: typing.Literal["argmax", "perturbation"] = "argmax"
@@ -287,8 +288,8 @@ class DiscriminatorSearchConfig:
     pretrain_steps: int = 2000  # L1 pretraining of the generator before the search (skipped with weights)
     pretrain_lr: float = 2e-4
     blocks: int = 8  # SRGAN layout: stride 2 on every second block, widths x2 per pair
-    # The candidates; one value: configured, several: searched (darts_sr.d_supernet: widths by channel masking,
-    # norms sharing each op's convolutions).
+    # The candidates; one value: configured, several: searched (search/discriminator_supernet.py: widths by channel
+    # masking, norms sharing each op's convolutions).
     ops: tuple[str, ...] = D_SEARCH_SPACE
     base_widths: tuple[int, ...] = D_SEARCH_WIDTHS
     norms: tuple[str, ...] = NORMS  # of none/batch/spectral
@@ -329,7 +330,7 @@ class DiscriminatorSearchConfig:
     budget_macs: float | None = None  # D MACs at macs_size; None = all-conv_3x3 SRGAN layout at the widest width
     macs_size: int = 128  # HR patch side at which discriminator MACs are counted (ESRGAN's crop)
     # How stage 2 answers: search = the supernet above; race = successive halving over discrete discriminators, each
-    # a short GAN fine-tune of the pixel-pretrained generator scored on data.val (darts_sr.discriminator_race).
+    # a short GAN fine-tune of the pixel-pretrained generator scored on data.val (darts_sr.search.race).
     method: typing.Literal["search", "race"] = "search"
     race_candidates: tuple[str, ...] = ("reference",)  # built-in names or genotype JSON files (e.g. a search's pick)
     race_random: int = 5  # more candidates drawn uniformly from this section's blocks, ops, base_widths and norms

@@ -35,6 +35,7 @@ from PIL import Image, ImageFile
 from resize_right import resize
 
 from darts_sr import distributed
+from darts_sr.errors import UserError
 from darts_sr.io import atomic_save_png
 
 __all__ = [
@@ -81,7 +82,7 @@ LQ_CACHE_VERSION = 1  # part of the cache key: bump when bicubic_downscale's out
 PROGRESS_MIN_IMAGES = 20  # folders with fewer images load without a progress bar
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset or image problem the user must fix; the message is one line naming the file or folder."""
 
     def __init__(self, message: str) -> None:
@@ -244,8 +245,9 @@ class _Progress:
 
         self._redirect = logging_redirect_tqdm()
         self._redirect.__enter__()
-        self._bar = tqdm(total=self.total, desc=f"loading {self.where}", unit="image", disable=not self.shown,
-                         dynamic_ncols=True)  # fmt: skip
+        self._bar = tqdm(
+            total=self.total, desc=f"loading {self.where}", unit="image", disable=not self.shown, dynamic_ncols=True
+        )
         return self
 
     def update(self, from_cache: bool = False) -> None:
@@ -360,8 +362,9 @@ class _Crops:
 
     def report(self) -> None:
         if self.cropped:
-            logger.info("%s: cropped %d of %d HR images to a multiple of %d", self.where, self.cropped, self.seen,
-                        self.scale)  # fmt: skip
+            logger.info(
+                "%s: cropped %d of %d HR images to a multiple of %d", self.where, self.cropped, self.seen, self.scale
+            )
 
 
 def _load_hr_only(folder: Path, scale: int) -> list[ImagePair]:
@@ -483,8 +486,12 @@ class PatchSampler:
         if skip_small:  # large patches on a pool with small images (T91): train on the images that hold a patch
             small = [q.name for q in pairs if min(q.lq.shape[:2]) < patch_size]
             if small:
-                logger.info("%d of %d training images are smaller than the %d-px LR patch and left out",
-                            len(small), len(pairs), patch_size)  # fmt: skip
+                logger.info(
+                    "%d of %d training images are smaller than the %d-px LR patch and left out",
+                    len(small),
+                    len(pairs),
+                    patch_size,
+                )
             pairs = [q for q in pairs if min(q.lq.shape[:2]) >= patch_size]
             if not pairs:
                 raise DataError(f"no training image holds a {patch_size}x{patch_size} LR patch")
@@ -560,8 +567,11 @@ def load_training_pairs(specs: tuple[str, ...], scale: int) -> list[ImagePair]:
         excluded = training_exclusions()
         dropped = sorted(p.name for p in pairs if p.name in excluded)
         if dropped:
-            logger.info("training pool: %d images left out (%s)", len(dropped), "; ".join(
-                f"{name}: {excluded[name]}" for name in dropped if name in NEAR_DUPLICATES) or "the holdout")
+            logger.info(
+                "training pool: %d images left out (%s)",
+                len(dropped),
+                "; ".join(f"{name}: {excluded[name]}" for name in dropped if name in NEAR_DUPLICATES) or "the holdout",
+            )
         return [p for p in pairs if p.name not in excluded]
 
     if distributed.world_size() == 1:
@@ -595,14 +605,32 @@ def centre_crop(pairs: list[ImagePair], lq_size: int, scale: int) -> list[ImageP
 # ------------------------------------------------------------------------------------ holdout and reported benchmarks
 
 # The validation slice that experiments choose checkpoints on: 20 BSD200 images, fixed by name, held out of the
-# training pool (darts_sr.rank_check, darts_sr.compare). Set5 and Set14 are only ever reported.
+# training pool (darts_sr.experiments.rank_check, darts_sr.experiments.compare). Set5 and Set14 are only ever reported.
 HOLDOUT = tuple(
     f"{n}.png"
     for n in (
-        "100075", "100080", "100098", "103041", "104022", "105019", "105053", "106020", "106025", "108041",
-        "108073", "109034", "112082", "113009", "113016", "113044", "117054", "118020", "118035", "12003",
+        "100075",
+        "100080",
+        "100098",
+        "103041",
+        "104022",
+        "105019",
+        "105053",
+        "106020",
+        "106025",
+        "108041",
+        "108073",
+        "109034",
+        "112082",
+        "113009",
+        "113016",
+        "113044",
+        "117054",
+        "118020",
+        "118035",
+        "12003",
     )
-)  # fmt: skip
+)
 DEFAULT_BENCHMARKS = ("Set5=../shared/anchors/tpsr/Set5", "Set14=../shared/datasets/Set14")
 
 
@@ -622,7 +650,6 @@ def holdout_split(train_specs: tuple[str, ...], holdout: tuple[str, ...], where:
     return train_dirs, str(val_dir)
 
 
-
 def _link(source: Path, link: Path) -> None:
     """``link`` → ``source``, created or accepted as it is: several processes (shards of one experiment) prepare the
     same split at once, so an existing identical link is success, and one pointing elsewhere is an error."""
@@ -634,7 +661,7 @@ def _link(source: Path, link: Path) -> None:
 
 
 # Images never trained on, whatever the recipe (``load_training_pairs`` drops them by name). Each near-duplicate
-# entry names its evidence; ``python -m darts_sr.overlap`` finds them (and a test pins that it finds no others).
+# entry names its evidence; ``darts-sr check-overlap`` finds them (and a test pins that it finds no others).
 NEAR_DUPLICATES: dict[str, str] = {
     # Set5's woman.png is this BSD200 image scaled by 0.72 and cropped: 36.1 dB PSNR once aligned (NCC 0.97; the next
     # best pair of any reported image with any training image is 25 dB). Training on it put a Set5 image in every

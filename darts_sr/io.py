@@ -7,6 +7,7 @@ Under torchrun only rank 0 writes (the replicas hold the same state), so a run f
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
@@ -17,12 +18,13 @@ from typing import Any
 import torch
 
 from darts_sr import distributed
+from darts_sr.errors import UserError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be read safely; the message names the file."""
 
 
@@ -81,3 +83,12 @@ def atomic_save_png(path: Path, image) -> None:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in blocks (start weights are part of what a run is)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -19,7 +19,7 @@ so this module matches image content across scales and crops:
 Scales are "reported = training resized by ``scale``". A file that is both reported and in a training folder (the
 BSD200 holdout slice is both) is left out of the training pool: an honest split never trains on it.
 
-    python -m darts_sr.overlap [--train NAME=PATH]... [--reported NAME=PATH]... [--no-holdout] [--json OUT]
+    darts-sr check-overlap [--train NAME=PATH]... [--reported NAME=PATH]... [--no-holdout] [--json OUT]
 
 prints the duplicates (and candidates with NCC >= 0.9 that failed confirmation) and exits 0 when none is found,
 1 when some are, 2 with ``error: ...`` on bad input.
@@ -338,9 +338,11 @@ def _overlap_pair(
     if y1 - y0 < 8 or x1 - x0 < 8:
         return None
     box = (
-        min(max(x0 * k + bx, 0.0), ws), min(max(y0 * k + by, 0.0), hs),
-        min(max(x1 * k + bx, 0.0), ws), min(max(y1 * k + by, 0.0), hs),
-    )  # fmt: skip
+        min(max(x0 * k + bx, 0.0), ws),
+        min(max(y0 * k + by, 0.0), hs),
+        min(max(x1 * k + bx, 0.0), ws),
+        min(max(y1 * k + by, 0.0), hs),
+    )
     warped = np.asarray(Image.fromarray(src).resize((x1 - x0, y1 - y0), Image.Resampling.BICUBIC, box=box))
     return warped, dst[y0:y1, x0:x1]
 
@@ -388,9 +390,11 @@ def _nelder_mead(src: np.ndarray, dst: np.ndarray, start: np.ndarray) -> tuple[n
         return _mse(_overlap_pair(src, dst, *(start + u * units))) / mse0  # relative, for fatol
 
     result = optimize.minimize(
-        cost, np.zeros(3), method="Nelder-Mead",
+        cost,
+        np.zeros(3),
+        method="Nelder-Mead",
         options={"initial_simplex": np.vstack([np.zeros(3), np.eye(3)]), "xatol": 0.05, "fatol": 1e-4, "maxfev": 300},
-    )  # fmt: skip
+    )
     if not result.fun < 1:
         return start, mse0
     return start + result.x * units, float(result.fun * mse0)
@@ -467,10 +471,20 @@ def compare_pools(
     q_hash = {i: _sha256(q.path) for i, q in enumerate(q_images)}
     identical = {(qi, ti) for qi, qh in q_hash.items() for ti, th in t_hash.items() if qh == th}
     results = [
-        Match(t_images[ti].set_name, t_images[ti].name, q_images[qi].set_name, q_images[qi].name, 1.0, 1.0,
-              math.inf, 1.0, (0.0, 0.0), True)
+        Match(
+            t_images[ti].set_name,
+            t_images[ti].name,
+            q_images[qi].set_name,
+            q_images[qi].name,
+            1.0,
+            1.0,
+            math.inf,
+            1.0,
+            (0.0, 0.0),
+            True,
+        )
         for qi, ti in sorted(identical)
-    ]  # fmt: skip
+    ]
 
     candidates = _thumbnail_search(t_images, q_images, identical)
     searched = time.perf_counter()
@@ -487,9 +501,14 @@ def compare_pools(
     logger.info(
         "%d reported x %d training images: thumbnail search %.1f s, %d candidates with NCC >= %.2f confirmed in "
         "%.1f s, %d duplicates",
-        len(q_images), len(t_images), searched - started, len(chosen), candidate_ncc,
-        time.perf_counter() - searched, sum(m.duplicate for m in results),
-    )  # fmt: skip
+        len(q_images),
+        len(t_images),
+        searched - started,
+        len(chosen),
+        candidate_ncc,
+        time.perf_counter() - searched,
+        sum(m.duplicate for m in results),
+    )
     return sorted(results, key=lambda m: (-m.psnr, -m.ncc))
 
 
@@ -518,9 +537,9 @@ def _folders(specs: Sequence[str]) -> dict[str, list[Path]]:
     return out
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None, prog: str | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m darts_sr.overlap",
+        prog=prog or "darts-sr check-overlap",
         description="Near-duplicate (contamination) check between training pools and reported image sets. "
         "Exit status: 0 none found, 1 duplicates found, 2 bad input.",
     )
@@ -547,9 +566,9 @@ def _print_table(title: str, matches: list[Match]) -> None:
         print("  " + m.row())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     try:
         train = _folders(args.train or DEFAULT_TRAIN)
         reported = _folders(args.reported or DEFAULT_REPORTED)
@@ -563,9 +582,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     duplicates = [m for m in checked if m.duplicate]
     _print_table("duplicates", duplicates)
-    _print_table(f"near misses (NCC >= {REPORT_NCC}, failed confirmation)", [
-        m for m in checked if not m.duplicate and m.ncc >= REPORT_NCC
-    ])  # fmt: skip
+    _print_table(
+        f"near misses (NCC >= {REPORT_NCC}, failed confirmation)",
+        [m for m in checked if not m.duplicate and m.ncc >= REPORT_NCC],
+    )
     if args.json:
         args.json.write_text(json.dumps([m.to_json() for m in checked], indent=1) + "\n")
     return 1 if duplicates else 0

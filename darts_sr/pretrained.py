@@ -38,6 +38,8 @@ import torchvision
 from torch import nn
 from torchvision.models import WeightsEnum
 
+from darts_sr.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 # Backbone name (a torchvision model builder name) -> the ImageNet weights torchvision would download for it.
@@ -54,7 +56,7 @@ STALL_TIMEOUT_S = 60.0  # a running download that receives nothing for this long
 _FAILED_DOWNLOADS: dict[tuple[str, str], str] = {}
 
 
-class PretrainedWeightsMissing(RuntimeError):
+class PretrainedWeightsMissing(UserError, RuntimeError):
     """The ImageNet weights of a backbone are not on disk (and were not downloaded); the message says what to put
     where, on one line."""
 

@@ -15,7 +15,7 @@ Costs are counted the way thop counts a model in eval mode, so analytic and meas
   thop does not count, and a deployed discriminator would fold it into the weight.
 
 The search space is a tuple of names per choice, kept apart from the table: ``D_SEARCH_SPACE`` (ops per block),
-``D_SEARCH_WIDTHS``, ``NORMS`` and ``HEADS`` (the classifier head, built in ``darts_sr.discriminator``).
+``D_SEARCH_WIDTHS``, ``NORMS`` and ``HEADS`` (the classifier head, built in ``darts_sr.nets.discriminator``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from operations import conv_macs
 
 NORMS: tuple[str, ...] = ("none", "batch", "spectral")
 # pool: global average pooling and two linear layers, one logit per image; patch: a 1 x 1 conv, one logit per
-# position of the last feature map (a PatchGAN-style output). Built and counted in darts_sr.discriminator.
+# position of the last feature map (a PatchGAN-style output). Built and counted in darts_sr.nets.discriminator.
 HEADS: tuple[str, ...] = ("pool", "patch")
 
 # BatchNorm2d in thop: 2 ops per element to normalise, doubled for the affine weight and bias.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The yardstick's recipe sweep (darts_sr.calibrate), as committed records: every command skips what is recorded, so
+# The yardstick's recipe sweep (darts_sr.experiments.calibrate), as committed records: every command skips what is recorded, so
 # the sweep resumes anywhere. Two processes share it, one per core:
 #   OMP_NUM_THREADS=1 bash scripts/calibration_sweep.sh 0/2 &  OMP_NUM_THREADS=1 bash scripts/calibration_sweep.sh 1/2
 # STAGE=screen (default): the cost ladder, one seed, for every recipe; STAGE=confirm RECIPES="a b": both ladders,
@@ -26,7 +26,7 @@ run() {  # run NAME LADDER-ARGS...
   local name="$1"; shift
   local sets=(--set gan_phase.steps=0 --set data.skip_small=true)
   for kv in ${RECIPE[$name]}; do sets+=(--set "$kv"); done
-  (cd "$root" && "$py" -m darts_sr.calibrate --config compare_cpu "${sets[@]}" "$@" \
+  (cd "$root" && "$py" -m darts_sr.experiments.calibrate --config compare_cpu "${sets[@]}" "$@" \
       --ladders "$results/ladders" --out "$results/$name" --shard "$shard")
 }
 

@@ -26,7 +26,7 @@ def shared() -> Path:
 def run_cli(script: str, *args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs an entry point as a user would: a separate Python process in the repository root.
 
-    ``script`` is a file (``evaluate.py``) or a module (``-m darts_sr.compare``).
+    ``script`` is a file (``evaluate.py``) or a module (``-m darts_sr.experiments.compare``).
     """
     target = script.split() if script.startswith("-m ") else [str(REPO / script)]
     return subprocess.run(
@@ -63,7 +63,7 @@ TINY_TRAIN = {
 
 
 def small_genotype():
-    from darts_sr.genotype import GeneratorGenotype, Node
+    from darts_sr.nets.genotype import GeneratorGenotype, Node
 
     return GeneratorGenotype((Node("conv_3x3", 0), Node("sep_3x3", 1)), (2,), channels=4, scale=4)
 
@@ -77,4 +77,3 @@ def write_tiny_train_yaml(path: Path, **sections) -> Path:
         data[section] = values if not isinstance(values, dict) else {**data.get(section, {}), **values}
     path.write_text(yaml.safe_dump(data))
     return path
-

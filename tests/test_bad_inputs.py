@@ -16,8 +16,8 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, TPSR_DIR, run_cli
-from darts_sr.genotype import TPSR
 from darts_sr.io import load_checkpoint
+from darts_sr.nets.genotype import TPSR
 
 WEIGHTS = TPSR_DIR / "weights" / "TPSR_NOGANX4.pt"
 TINY_SEARCH = {
@@ -88,8 +88,17 @@ def test_image_smaller_than_training_patch(tmp_path):
     folder = tmp_path / "tiny_imgs"
     _write(folder / "a.png", np.zeros((64, 64, 3), np.uint8))
     _write(folder / "small.png", np.zeros((16, 16, 3), np.uint8))
-    result = run_cli("train.py", "--genotype", "tpsr", "--data", f"t={folder}", "--out", tmp_path / "run",
-                     "--set", "data.patch_size=8")  # fmt: skip
+    result = run_cli(
+        "train.py",
+        "--genotype",
+        "tpsr",
+        "--data",
+        f"t={folder}",
+        "--out",
+        tmp_path / "run",
+        "--set",
+        "data.patch_size=8",
+    )
     line = _error_line(result)
     assert "small" in line and "patch" in line
 
@@ -165,8 +174,19 @@ def test_non_finite_loss_stops_naming_step_and_term(tmp_path):
     config.write_text(yaml.safe_dump(TINY_SEARCH))
     out = tmp_path / "run"
     # An absurd learning rate makes the weights overflow after the first step.
-    result = run_cli("train_search.py", "--config", config, "--out", out, "--set", "optim.weight_lr=1e20",
-                     "--set", "optim.warmup_epochs=4", "--set", "run.max_bad_steps=3")  # fmt: skip
+    result = run_cli(
+        "train_search.py",
+        "--config",
+        config,
+        "--out",
+        out,
+        "--set",
+        "optim.weight_lr=1e20",
+        "--set",
+        "optim.warmup_epochs=4",
+        "--set",
+        "run.max_bad_steps=3",
+    )
     line = _error_line(result)
     assert "non-finite 3 steps in a row" in line and "step" in line and "l_g_" in line
     assert result.stderr.count("step skipped") >= 3
@@ -178,8 +198,11 @@ def test_non_finite_loss_stops_naming_step_and_term(tmp_path):
 def _start_search(config, out, *extra):
     return subprocess.Popen(
         [sys.executable, str(REPO / "train_search.py"), "--config", str(config), "--out", str(out), *extra],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_step(out, at_least, proc, timeout=300):

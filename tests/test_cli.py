@@ -77,9 +77,18 @@ def test_missing_device_is_one_error_line(shared, tmp_path):
     """As a user meets it: a separate process, nothing but one line on stderr, status 2, nothing written."""
     out = tmp_path / "sr.png"
     result = run_cli(
-        "-m darts_sr", "upscale", SET5_LR / "bird.png", "-o", out, "--model", "tpsr", "--weights", WEIGHTS,
-        "--device", NO_SUCH_DEVICE,
-    )  # fmt: skip
+        "-m darts_sr",
+        "upscale",
+        SET5_LR / "bird.png",
+        "-o",
+        out,
+        "--model",
+        "tpsr",
+        "--weights",
+        WEIGHTS,
+        "--device",
+        NO_SUCH_DEVICE,
+    )
     assert result.returncode == 2
     _one_error_line(result.stderr, f"--device {NO_SUCH_DEVICE}")
     assert not out.exists()
@@ -148,8 +157,8 @@ def test_upscale_output_equals_evaluate_save_images(shared, tmp_path):
 
 
 def test_upscale_folders_files_tiles_and_our_checkpoints(shared, tmp_path, capsys, one_thread):
-    from darts_sr.evaluation import super_resolve
-    from darts_sr.networks import CHECKPOINT_GENERATOR_KEY, CHECKPOINT_GENOTYPE_KEY, load_generator
+    from darts_sr.evaluation.scoring import super_resolve
+    from darts_sr.nets.networks import CHECKPOINT_GENERATOR_KEY, CHECKPOINT_GENOTYPE_KEY, load_generator
 
     model = load_generator(WEIGHTS, "tpsr").eval()
     ckpt = tmp_path / "ours.pt"  # our checkpoint format: it carries its genotype, so --model alone is enough

@@ -8,15 +8,19 @@ from darts_sr.config import ConfigError, SearchConfig, TrainConfig, load_config,
 def test_presets_load():
     for preset in ("configs/demo.yaml", "configs/div2k_x4.yaml", "configs/search_cpu.yaml", "configs/race_cpu.yaml"):
         assert isinstance(load_config(SearchConfig, preset), SearchConfig)
-    for preset in ("configs/train_demo.yaml", "configs/compare_cpu.yaml", "configs/compare_cpu_realistic.yaml",
-                   "configs/compare_div2k.yaml"):
+    for preset in (
+        "configs/train_demo.yaml",
+        "configs/compare_cpu.yaml",
+        "configs/compare_cpu_realistic.yaml",
+        "configs/compare_div2k.yaml",
+    ):
         assert isinstance(load_config(TrainConfig, preset), TrainConfig)
 
 
 def test_cpu_stage2_presets_share_one_space():
     # discriminator_compare sets the supernet's pick (search_cpu) against the race's (race_cpu) and random ones drawn
     # from their space, and refuses runs whose spaces differ.
-    from darts_sr.discriminator_race import search_space
+    from darts_sr.search.race import search_space
 
     supernet = search_space(load_config(SearchConfig, "configs/search_cpu.yaml"))
     assert supernet == search_space(load_config(SearchConfig, "configs/race_cpu.yaml"))

@@ -23,18 +23,34 @@ TINY_SEARCH = {
     "run": {"log_every": 1, "samples": 1},
 }
 TINY_TRAIN = [
-    "--set", "data.patch_size=8", "--set", "data.batch_size=2", "--set", "data.val_crop=12",
-    "--set", "pixel_phase.steps=4", "--set", "gan_phase.steps=2", "--set", "val_every=2",
-    "--set", "discriminator.base_width=4",
-]  # fmt: skip
+    "--set",
+    "data.patch_size=8",
+    "--set",
+    "data.batch_size=2",
+    "--set",
+    "data.val_crop=12",
+    "--set",
+    "pixel_phase.steps=4",
+    "--set",
+    "gan_phase.steps=2",
+    "--set",
+    "val_every=2",
+    "--set",
+    "discriminator.base_width=4",
+]
 
 
 def _torchrun(script, *args, nproc=2):
     """The command line a user types: ``torchrun --standalone --nproc_per_node=N script ...``."""
     return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-        str(REPO / script), *map(str, args),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        str(REPO / script),
+        *map(str, args),
+    ]
 
 
 def _run(cmd, timeout=600):
@@ -88,9 +104,13 @@ def test_kill_9_then_resume_under_torchrun_matches(tmp_path, config, whole_run):
     out = tmp_path / "run"
     proc = subprocess.Popen(
         _torchrun("train_search.py", "--config", config, "--out", out),
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    )
     checkpoint = out / "checkpoints" / "last.pt"
     deadline = time.time() + 300
     while time.time() < deadline:

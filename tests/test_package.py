@@ -58,8 +58,11 @@ def test_wheel_holds_code_presets_and_assets(tmp_path):
         shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-w", str(tmp_path)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (wheel,) = tmp_path.glob("darts_sr-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -73,7 +76,7 @@ def test_wheel_holds_code_presets_and_assets(tmp_path):
 
 def test_load_generator_takes_a_builtin_genotype_name(shared):
     from darts_sr import Generator, load_generator
-    from darts_sr.genotype import TPSR
+    from darts_sr.nets.genotype import TPSR
 
     model = load_generator(TPSR_DIR / "weights" / "TPSR_NOGANX4.pt", "tpsr")
     assert isinstance(model, Generator) and model.genotype == TPSR
@@ -101,3 +104,35 @@ def test_library_example_runs(shared, tmp_path):
 
 def test_readme_shows_the_tested_example():
     assert EXAMPLE in (REPO / "README.md").read_text()
+
+
+LAYERS = ("base", "nets", "evaluation", "training", "search", "experiments", "commands")  # bottom up
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    if parts[1:] in (["__init__"], ["__main__"]):  # the package's facade (lazy library API) and `python -m darts_sr`
+        return len(LAYERS)
+    return LAYERS.index(parts[1]) if len(parts) > 2 and parts[1] in LAYERS else 0
+
+
+def test_no_layer_imports_a_layer_above_it():
+    """docs/ARCHITECTURE.md's rule, read from the code: a module's darts_sr imports (at any depth of the file) come
+    from its own layer or those below; base modules import only base modules."""
+    import ast
+
+    root = REPO / "darts_sr"
+    upward = []
+    for path in sorted(root.rglob("*.py")):
+        module = "darts_sr." + ".".join(path.relative_to(root).with_suffix("").parts)
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("darts_sr"):
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.startswith("darts_sr")]
+            for name in names:
+                if _layer(name) > _layer(module):
+                    upward.append(f"{module} imports {name}")
+    assert not upward, upward
+    assert _layer("darts_sr.search.race") > _layer("darts_sr.training.trials") > _layer("darts_sr.config")

@@ -1,6 +1,6 @@
 """``darts-sr``: one command for the whole pipeline (also ``python -m darts_sr``).
 
-Each subcommand is a module here (``compare`` is ``darts_sr.compare``) with ``main(argv=None, prog=None) -> int``;
+Each subcommand is a module (``compare`` is ``darts_sr.experiments.compare``) with ``main(argv=None, prog=None)``;
 the module is imported only when its subcommand runs, so ``darts-sr --help`` answers at once. The repository's root
 scripts (``train_search.py``, ``train.py``, ``evaluate.py``, ``export.py``) call the same ``main``s.
 """
@@ -19,12 +19,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "search": ("darts_sr.commands.search", "architecture search (stage 1 generator, stage 2 discriminator)"),
     "train": ("darts_sr.commands.train", "retrain a genotype from scratch: pixel phase, then perceptual-adversarial"),
     "evaluate": ("darts_sr.commands.evaluate", "score a generator on benchmarks: Y-PSNR/SSIM, LPIPS, NIQE, MACs"),
-    "compare": ("darts_sr.compare", "searched genotype vs TPSR vs random genotypes of matched MACs"),
+    "compare": ("darts_sr.experiments.compare", "searched genotype vs TPSR vs random genotypes of matched MACs"),
     "compare-discriminators": (
-        "darts_sr.discriminator_compare", "one generator fine-tuned against stage 2's pick vs reference vs random Ds"
+        "darts_sr.experiments.discriminator_compare",
+        "one generator fine-tuned against stage 2's pick vs reference vs random Ds",
     ),
+    "calibrate": ("darts_sr.experiments.calibrate", "can a retraining recipe order models of known order? (ladders)"),
+    "rank-check": ("darts_sr.experiments.rank_check", "Kendall tau: supernet ranking vs standalone training"),
+    "derive": ("darts_sr.search.derive", "derive a finished search again by another rule (argmax, perturbation)"),
+    "search-report": ("darts_sr.experiments.search_report", "a table of search runs' diagnostics"),
+    "check-overlap": ("darts_sr.overlap", "near-duplicates between training pools and reported images"),
     "export": ("darts_sr.commands.export", "export a generator to ONNX"),
     "upscale": ("darts_sr.commands.upscale", "super-resolve image files or folders with a trained generator"),
+    "latency-table": ("darts_sr.commands.latency_table", "build and validate a latency table for this machine"),
 }
 
 

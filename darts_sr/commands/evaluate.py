@@ -14,11 +14,11 @@ from pathlib import Path
 from darts_sr import cli
 from darts_sr.config import ConfigError
 from darts_sr.data import DataError, load_dataset, parse_data_spec
-from darts_sr.evaluation import evaluate_pairs, format_table, score_bicubic, score_images
-from darts_sr.genotype import GenotypeError
+from darts_sr.evaluation.metrics import MetricSettings, create_scorers
+from darts_sr.evaluation.scoring import evaluate_pairs, format_table, score_bicubic, score_images
 from darts_sr.io import CheckpointError, atomic_write_text
-from darts_sr.metrics import MetricSettings, create_scorers
-from darts_sr.networks import WeightsMismatch, generator_macs, generator_params, load_generator
+from darts_sr.nets.genotype import GenotypeError
+from darts_sr.nets.networks import WeightsMismatch, generator_macs, generator_params, load_generator
 
 log = logging.getLogger("evaluate")
 
@@ -70,8 +70,9 @@ def run(args: argparse.Namespace) -> list[dict]:
         if save_dir is None and all(p.gt is None for p in pairs):
             log.warning(
                 "%s: no ground truth, so only no-reference metrics are scored and the SR images are not kept; "
-                "add --save-images DIR, or use `darts-sr upscale`", name,
-            )  # fmt: skip
+                "add --save-images DIR, or use `darts-sr upscale`",
+                name,
+            )
         score = evaluate_pairs(model, pairs, name, genotype.scale, scorers, device, save_dir)
         records.append({"model": label, **score.record(), "params": params, "macs_720p": macs})
         if args.references:

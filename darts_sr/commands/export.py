@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 
 from darts_sr.data import DataError
-from darts_sr.genotype import GenotypeError
 from darts_sr.io import CheckpointError
-from darts_sr.networks import WeightsMismatch, generator_macs, generator_params, load_generator
+from darts_sr.nets.genotype import GenotypeError
+from darts_sr.nets.networks import WeightsMismatch, generator_macs, generator_params, load_generator
 
 try:
-    from darts_sr import export as onnx_export
+    from darts_sr.evaluation import export as onnx_export
 except ModuleNotFoundError as e:  # onnx / onnxruntime: the `export` extra is not installed; --help still answers
     onnx_export, MISSING = None, e.name
 
@@ -53,8 +53,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv, prog)
     if onnx_export is None:
-        print(f"error: ONNX export needs the export extra: pip install 'darts_sr[export]' (no module {MISSING})",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: ONNX export needs the export extra: pip install 'darts_sr[export]' (no module {MISSING})",
+            file=sys.stderr,
+        )
         return 2
     try:
         summary = run(args)

@@ -12,12 +12,13 @@ import argparse
 import logging
 from dataclasses import replace
 
-from darts_sr import cli, discriminator_race, distributed, run_files
+from darts_sr import cli, distributed, run_files
 from darts_sr.config import ConfigError, SearchConfig, load_config, to_dict
-from darts_sr.evaluation import format_value
-from darts_sr.runner import add_file_logging, prepare_run_folder, save_config
-from darts_sr.search import GeneratorSearch
-from darts_sr.search_discriminator import DiscriminatorSearch
+from darts_sr.evaluation.scoring import format_value
+from darts_sr.search import race as discriminator_race
+from darts_sr.search.discriminator_stage import DiscriminatorSearch
+from darts_sr.search.generator_stage import GeneratorSearch
+from darts_sr.training.runner import add_file_logging, prepare_run_folder, save_config
 
 DEFAULT_PRESET = "demo"
 log = logging.getLogger("train_search")
@@ -34,9 +35,12 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     )
     p.add_argument("--generator", metavar="PATH.json", help="stage 2: generator genotype (JSON or tpsr)")
     p.add_argument("--generator-weights", metavar="FILE", help="stage 2: generator checkpoint instead of pretraining")
-    p.add_argument("--method", choices=["search", "race"],
-                   help="stage 2: search (the supernet) or race (successive halving over discrete discriminators, "
-                        "darts_sr.discriminator_race); overrides stage2.method (default search)")  # fmt: skip
+    p.add_argument(
+        "--method",
+        choices=["search", "race"],
+        help="stage 2: search (the supernet) or race (successive halving over discrete discriminators, "
+        "darts_sr.search.race); overrides stage2.method (default search)",
+    )
     cli.add_run_arguments(p, "optim.epochs=3")
     return p.parse_args(argv)
 
@@ -106,9 +110,13 @@ def search(args: argparse.Namespace) -> None:
         summary = GeneratorSearch(config, run_dir, resume=resume).run()
         log.info(
             "generator done in %.0f s: %s/%s, %d params, %.3f GMACs@720p (target %.3f G)",
-            summary["wall_time_s"], run_dir, run_files.GENERATOR_GENOTYPE, summary["params"],
-            summary["macs_720p"] / 1e9, summary["target_macs_720p"] / 1e9,
-        )  # fmt: skip
+            summary["wall_time_s"],
+            run_dir,
+            run_files.GENERATOR_GENOTYPE,
+            summary["params"],
+            summary["macs_720p"] / 1e9,
+            summary["target_macs_720p"] / 1e9,
+        )
     if args.stage in ("discriminator", "all"):
         distributed.barrier()  # stage 1's genotype_generator.json, written by rank 0, is read by every rank
         if config.stage2.method == "race":
@@ -116,15 +124,25 @@ def search(args: argparse.Namespace) -> None:
             pixel = result["pixel"]["scores"]
             log.info(
                 "discriminator race done in %.0f s: %s/%s is %s; %s: pixel model val Y-PSNR %s dB, floor %.2f dB",
-                result["wall_time_s"], run_dir, run_files.DISCRIMINATOR_GENOTYPE, result["winner"],
-                run_files.DISCRIMINATOR_RACE, format_value(pixel["psnr_y"], 2), result["psnr_floor"],
-            )  # fmt: skip
+                result["wall_time_s"],
+                run_dir,
+                run_files.DISCRIMINATOR_GENOTYPE,
+                result["winner"],
+                run_files.DISCRIMINATOR_RACE,
+                format_value(pixel["psnr_y"], 2),
+                result["psnr_floor"],
+            )
             return
         summary = DiscriminatorSearch(config, run_dir, resume=args.resume and stage2_started).run()
         log.info(
             "discriminator done in %.0f s: %s/%s, %d params, %.3f GMACs@%d "
             "(all-conv_3x3 reference %.3f G); generator val Y-PSNR %s dB",
-            summary["wall_time_s"], run_dir, run_files.DISCRIMINATOR_GENOTYPE, summary["params"], summary["macs"] / 1e9,
+            summary["wall_time_s"],
+            run_dir,
+            run_files.DISCRIMINATOR_GENOTYPE,
+            summary["params"],
+            summary["macs"] / 1e9,
             summary["macs_size"],
-            summary["reference_macs"] / 1e9, format_value(summary["generator_val_psnr"], 2),
-        )  # fmt: skip
+            summary["reference_macs"] / 1e9,
+            format_value(summary["generator_val_psnr"], 2),
+        )

@@ -22,10 +22,10 @@ import torch
 from darts_sr import cli
 from darts_sr.config import ConfigError
 from darts_sr.data import IMAGE_EXTENSIONS, DataError, list_images, load_image
-from darts_sr.genotype import BUILTIN_GENERATORS
-from darts_sr.inference import DEFAULT_TILE, upscale
+from darts_sr.evaluation.inference import DEFAULT_TILE, upscale
 from darts_sr.io import atomic_save_png, atomic_write_bytes
-from darts_sr.networks import Generator, load_generator
+from darts_sr.nets.genotype import BUILTIN_GENERATORS
+from darts_sr.nets.networks import Generator, load_generator
 
 log = logging.getLogger("upscale")
 

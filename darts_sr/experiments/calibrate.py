@@ -1,0 +1,330 @@
+"""The yardstick's calibration: can a retraining recipe order models whose order is known?
+
+    darts-sr calibrate --make-ladders                    # once: the ladders' genotype files (committed)
+    darts-sr calibrate --config compare_cpu --set gan_phase.steps=0 --ladder cost --ladder width \\
+        --seeds 2 --out results/calibration/short --shard 0/2     # one recipe; a second process takes --shard 1/2
+    darts-sr calibrate --report results/calibration/*/  # the table and the figure, from records alone
+
+Ladders (``results/calibration/ladders/<ladder>/<rung>.json``):
+
+- ``width``: TPSR's genotype at 8, 12, 16, 24 and 32 channels. At convergence wider is better, so a yardstick must
+  order it, each adjacent gap clear of the noise (sd over training seeds).
+- ``cost``: uniform random genotypes of the search space at about 0.5, 1, 2, 3.6 (TPSR's) and 6 GMACs@720p (the last
+  at 24 channels: at 16 the space ends near 4.7). Across topologies more capacity should win: Kendall's tau of
+  holdout Y-PSNR against MACs.
+- ``matched``: ten random genotypes at TPSR's MACs ± 3% (``compare``'s random_0..9: the same sampler and seed), for
+  the check against a recipe with several times the compute (``--versus``).
+
+Each (rung, seed) is a ``trials.Trial`` recorded as ``<out>/<ladder>_<rung>_seed<k>.json`` as it lands; a rerun
+skips what is recorded. Checkpoints are chosen on the holdout slice only; Set5/Set14 are scored for reporting. The
+ceiling a recipe approaches is the published TPSR_NOGAN weights on the same holdout (``published.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import sys
+from pathlib import Path
+
+from darts_sr import cli
+from darts_sr.config import ConfigError, SupernetConfig, TrainConfig, load_config
+from darts_sr.data import DEFAULT_BENCHMARKS, HOLDOUT, holdout_split, parse_data_spec
+from darts_sr.evaluation.scoring import Evaluator
+from darts_sr.experiments import stats
+from darts_sr.experiments.records import read_json, write_json
+from darts_sr.io import atomic_write_bytes, atomic_write_text
+from darts_sr.nets.genotype import TPSR, GeneratorGenotype, load_generator_genotype, save_genotype
+from darts_sr.nets.networks import MacsWindow, generator_macs, generator_params
+from darts_sr.search.sampling import matched_random_genotypes
+from darts_sr.training.trials import HOLDOUT_VAL, Planned, Trial, TrialRecord, read_record, run_trials
+
+log = logging.getLogger("calibrate")
+
+LADDERS = Path("results/calibration/ladders")
+PUBLISHED = Path("results/calibration/published.json")
+PUBLISHED_WEIGHTS = "../shared/anchors/tpsr/weights/TPSR_NOGANX4.pt"
+WIDTHS = (8, 12, 16, 24, 32)
+COSTS_G = (0.5, 1.0, 2.0, 3.575, 6.0)  # GMACs@720p; 3.575 is TPSR's
+MATCHED = 10
+SAMPLE_SEED = 0
+REPORT, SUMMARY, FIGURE = "report.md", "summary.json", "docs/calibration.png"
+
+
+def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--make-ladders", action="store_true", help="write the ladders' genotype files and published.json")
+    p.add_argument("--ladders", type=Path, default=LADDERS, help=f"ladder folder ({LADDERS})")
+    p.add_argument("--config", metavar="PRESET|FILE.yaml", help="the recipe to calibrate")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
+    p.add_argument("--ladder", action="append", default=[], help="width, cost or matched (repeatable)")
+    p.add_argument("--rungs", help="only these rungs, comma-separated (e.g. c08,c16,c32)")
+    p.add_argument("--seeds", type=int, default=2, metavar="R", help="training seeds 0..R-1 per rung (2)")
+    p.add_argument("--out", type=Path, help="records folder, e.g. results/calibration/NAME")
+    p.add_argument("--work", type=Path, help="run folders (default runs/calibration/<name of --out>)")
+    p.add_argument("--shard", default="0/1", metavar="I/N", help="train trials i, i+N, ... (N processes share)")
+    p.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="RESULTS",
+        help="other records folders: the same trial recorded there is copied, not retrained",
+    )
+    p.add_argument("--report", nargs="+", type=Path, metavar="RESULTS", help="only the report of these recipes")
+    p.add_argument("--versus", type=Path, metavar="RESULTS", help="with --report: Kendall tau against a long recipe")
+    p.add_argument("--figure", type=Path, default=Path(FIGURE), help=f"with --report: the figure ({FIGURE})")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    cli.setup_logging()
+    args = parse_args(argv, prog)
+    if args.make_ladders:
+        return cli.run(lambda: make_ladders(args.ladders))
+    if args.report:
+        return cli.run(lambda: print(report(args.report, args.versus, args.figure)))
+    return cli.run(lambda: calibrate(args), "; rerun the same command to continue")
+
+
+# --- the ladders ---------------------------------------------------------------------------------------------------
+
+
+def ladder_genotypes() -> dict[str, dict[str, GeneratorGenotype]]:
+    """The ladders as ``{ladder: {rung: genotype}}``, made from fixed seeds (``--make-ladders`` writes them)."""
+    s = SupernetConfig()
+    space = {
+        "ops": tuple(o for o in s.ops if o != "none"),
+        "nodes": s.nodes,
+        "channels": s.channels,
+        "scale": 4,
+        "input_window": s.input_window,
+        "max_skip_nodes": s.max_skip_nodes,
+    }
+    width = {f"c{c:02d}": GeneratorGenotype(TPSR.nodes, TPSR.outputs, c, TPSR.scale) for c in WIDTHS}
+    # At 16 channels the space tops out near 4.7 GMACs (TPSR's 3.575 is its 99th percentile), so the 6 GMACs rung
+    # is drawn from the same space at 24 channels.
+    cost = {
+        f"g{g:.2f}": matched_random_genotypes(
+            1, MacsWindow(g * 1e9), SAMPLE_SEED, **space | {"channels": 16 if g < 4 else 24}
+        )[0]
+        for g in COSTS_G
+    }
+    matched = matched_random_genotypes(MATCHED, MacsWindow.around(None, 4), SAMPLE_SEED, **space)
+    return {"width": width, "cost": cost, "matched": {f"random_{i}": g for i, g in enumerate(matched)}}
+
+
+def make_ladders(folder: Path) -> None:
+    for ladder, rungs in ladder_genotypes().items():
+        for rung, genotype in rungs.items():
+            save_genotype(genotype, folder / ladder / f"{rung}.json")
+            log.info(
+                "%s/%s: %d params, %.3f GMACs@720p",
+                ladder,
+                rung,
+                generator_params(genotype),
+                generator_macs(genotype) / 1e9,
+            )
+    if not PUBLISHED.is_file():
+        split = Path("runs/calibration/published_split")
+        _, val_dir = holdout_split(("BSD200=../shared/datasets/BSD200/HR",), HOLDOUT, split)
+        sets = [(HOLDOUT_VAL, val_dir), *map(parse_data_spec, DEFAULT_BENCHMARKS)]
+        scores = Evaluator(sets, 4, cli.resolve_device("cpu")).model(Path(PUBLISHED_WEIGHTS), "tpsr")
+        write_json(PUBLISHED, {"weights": PUBLISHED_WEIGHTS, "scores": scores})
+        log.info("published TPSR_NOGAN: holdout Y-PSNR %.3f dB", scores[HOLDOUT_VAL]["psnr_y"])
+
+
+def load_ladder(folder: Path, ladder: str) -> dict[str, GeneratorGenotype]:
+    files = sorted((folder / ladder).glob("*.json"))
+    if not files:
+        raise ConfigError(f"{folder / ladder}: no ladder files; run darts-sr calibrate --make-ladders")
+    return {f.stem: load_generator_genotype(f) for f in files}
+
+
+# --- one recipe ----------------------------------------------------------------------------------------------------
+
+
+def calibrate(args: argparse.Namespace) -> None:
+    if not (args.config and args.out and args.ladder):
+        raise ConfigError("--config, --out and at least one --ladder are needed (or --make-ladders, --report)")
+    recipe = load_config(TrainConfig, cli.resolve_config(args.config), args.set)
+    if recipe.data.val != HOLDOUT_VAL:
+        raise ConfigError(f"{args.config}: data.val must be {HOLDOUT_VAL}: the ladders are judged on the holdout")
+    wanted = None if args.rungs is None else set(args.rungs.split(","))
+    planned = []
+    for seed in range(args.seeds):  # seed 0 of every rung first: an interrupted sweep still has a whole ladder
+        for ladder in args.ladder:
+            for rung, genotype in load_ladder(args.ladders, ladder).items():
+                if wanted is None or rung in wanted:
+                    planned.append(
+                        Planned(
+                            f"{ladder}_{rung}_seed{seed}",
+                            Trial(genotype, recipe, seed),
+                            {"model": f"{ladder}_{rung}", "group": ladder, "source": rung},
+                            {"ladder": ladder, "rung": rung},
+                        )
+                    )
+    write_json(
+        args.out / "experiment.json",
+        {
+            "recipe_file": str(args.config),
+            "overrides": args.set,
+            "recipe_hash": planned[0].trial.recipe_hash(),
+            "recipe": planned[0].trial.identity()["recipe"],
+            "ladders": args.ladder,
+            "seeds": args.seeds,
+        },
+    )
+    sets = [parse_data_spec(b) for b in DEFAULT_BENCHMARKS]  # reported only; the holdout score is the selection
+    evaluator = Evaluator(sets, recipe.data.scale, cli.resolve_device(recipe.run.device))
+    work = args.work or Path("runs/calibration") / args.out.name
+    run_trials(planned, args.out, work, evaluator, args.shard, args.reuse)
+
+
+# --- the report ----------------------------------------------------------------------------------------------------
+
+
+def load_records(folder: Path) -> list[TrialRecord]:
+    return [read_record(p) for p in sorted(folder.glob("*_seed*.json"))]
+
+
+def by_rung(records: list[TrialRecord], ladder: str, dataset: str = HOLDOUT_VAL) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for r in records:
+        if r.extra.get("ladder") == ladder and r.psnr(dataset) is not None:
+            out.setdefault(r.extra["rung"], []).append(r.psnr(dataset))
+    return dict(sorted(out.items()))
+
+
+def recipe_summary(folder: Path) -> dict:
+    """One recipe's calibration numbers from its records."""
+    records = load_records(folder)
+    experiment = read_json(folder / "experiment.json")
+    recipe = experiment["recipe"]
+    out: dict = {
+        "name": folder.name,
+        "records": len(records),
+        "recipe_hash": experiment["recipe_hash"],
+        "patch": recipe["data"]["patch_size"],
+        "batch": recipe["data"]["batch_size"],
+        "steps": recipe["pixel_phase"]["steps"],
+        "lr": recipe["pixel_phase"]["lr"],
+        "warmup": recipe["pixel_phase"].get("warmup_steps", 0),
+        "ema": recipe["pixel_phase"].get("ema"),
+        "pools": sorted(recipe["data"]["train"]),
+    }
+    width = by_rung(records, "width")
+    floors = [v for v in width.values() if len(v) > 1]
+    floor = stats.pooled_sd(floors)
+    means = {k: stats.mean_sd(v)[0] for k, v in width.items()}
+    out["width"] = {k: {"mean": m, "n": len(width[k])} for k, m in means.items()}
+    out["noise_floor"] = floor
+    if len(means) > 1:
+        rungs = list(means)
+        gaps = [means[b] - means[a] for a, b in zip(rungs, rungs[1:])]
+        out["width_gaps"] = gaps
+        out["width_min_gap_floors"] = None if not floor else min(gaps) / floor
+        out["width_ordered"] = all(g > 0 for g in gaps)
+    cost = by_rung(records, "cost")
+    if len(cost) > 1:
+        macs = [float(k[1:]) for k in cost]
+        psnr = [stats.mean_sd(v)[0] for v in cost.values()]
+        tau, p = stats.kendall_tau(macs, psnr)
+        out["cost"] = {k: {"mean": stats.mean_sd(v)[0], "n": len(v)} for k, v in cost.items()}
+        out["cost_tau"], out["cost_p"] = tau, p
+    tpsr_runs = [r for r in records if r.extra.get("ladder") == "width" and r.extra.get("rung") == "c16"]
+    if not tpsr_runs:
+        tpsr_runs = [r for r in records if r.genotype == TPSR.to_dict()]
+    if tpsr_runs:
+        out["minutes_per_tpsr"] = sum(r.wall_time_s for r in tpsr_runs) / len(tpsr_runs) / 60
+        out["tpsr_load"] = [r.provenance.get("load_average", {}).get("before", [None])[0] for r in tpsr_runs]
+        out["tpsr_holdout"] = stats.mean_sd([r.psnr(HOLDOUT_VAL) for r in tpsr_runs])[0]
+        if PUBLISHED.is_file():
+            out["below_published"] = read_json(PUBLISHED)["scores"][HOLDOUT_VAL]["psnr_y"] - out["tpsr_holdout"]
+    return out
+
+
+def versus(folder: Path, long: Path) -> dict | None:
+    """Kendall's tau between two recipes over the genotypes both trained (means over seeds, holdout Y-PSNR)."""
+    mine, theirs = {}, {}
+    for target, source in ((mine, folder), (theirs, long)):
+        for r in load_records(source):
+            if r.psnr(HOLDOUT_VAL) is not None:
+                target.setdefault(str(sorted(r.genotype.items())), []).append(r.psnr(HOLDOUT_VAL))
+    common = sorted(set(mine) & set(theirs))
+    if len(common) < 3:
+        return None
+    tau, p = stats.kendall_tau(
+        [stats.mean_sd(mine[k])[0] for k in common], [stats.mean_sd(theirs[k])[0] for k in common]
+    )
+    return {"versus": long.name, "genotypes": len(common), "tau": tau, "p": p}
+
+
+def _f(value, spec: str, none: str = "–") -> str:
+    return none if value is None else format(value, spec)
+
+
+def report(folders: list[Path], long: Path | None = None, figure: Path | None = None) -> str:
+    rows = [recipe_summary(f) for f in folders if (f / "experiment.json").is_file()]
+    if long is not None:
+        for row, folder in zip(rows, folders):
+            row["versus"] = versus(folder, long)
+    lines = [
+        "| recipe | patch | batch | steps | warm-up | EMA | min/TPSR (load) | width ladder (holdout, c08…c32) | "
+        "min adjacent gap / noise floor | cost ladder τ (p) | TPSR below published | τ vs long (p, n) |",
+        "|" + "---|" * 12,
+    ]
+    for r in rows:
+        width = " / ".join(f"{v['mean']:.3f}" for v in r["width"].values()) or "–"
+        floor = "" if r.get("noise_floor") is None else f" (floor {r['noise_floor']:.3f})"
+        gap = _f(r.get("width_min_gap_floors"), ".1f") + floor
+        cost = "–" if "cost_tau" not in r else f"{r['cost_tau']:+.2f} ({r['cost_p']:.2g})"
+        load = ", ".join(_f(x, ".1f") for x in r.get("tpsr_load", []))
+        minutes = "–" if "minutes_per_tpsr" not in r else f"{r['minutes_per_tpsr']:.1f} ({load})"
+        v = r.get("versus")
+        vs = "–" if not v else f"{v['tau']:+.2f} ({v['p']:.2g}, {v['genotypes']})"
+        lines.append(
+            f"| {r['name']} | {r['patch']} | {r['batch']} | {r['steps']} | {r['warmup']} | "
+            f"{_f(r['ema'], 'g', 'off')} | {minutes} | {width} | {gap} | {cost} | "
+            f"{_f(r.get('below_published'), '.3f')} | {vs} |"
+        )
+    text = "\n".join(lines)
+    if figure is not None and rows:
+        draw(rows, figure)
+    for folder, row in zip(folders, rows):
+        write_json(folder / SUMMARY, row)
+    root = Path(folders[0]).parent
+    atomic_write_text(root / REPORT, "# Calibration of the retraining recipes\n\n" + text + "\n")
+    return text
+
+
+def draw(rows: list[dict], path: Path) -> None:
+    """Discriminating power against minutes per TPSR-sized model: the cost ladder's tau and the width ladder's
+    smallest adjacent gap in noise floors, one point per recipe."""
+    from darts_sr.search.plots import plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    for ax, key, label, line in (
+        (axes[0], "cost_tau", "cost ladder: Kendall τ (holdout PSNR vs MACs)", 0.8),
+        (axes[1], "width_min_gap_floors", "width ladder: smallest adjacent gap / noise floor", 2.0),
+    ):
+        for r in rows:
+            if r.get(key) is not None and r.get("minutes_per_tpsr") is not None:
+                ax.plot(r["minutes_per_tpsr"], r[key], "o", color="tab:blue")
+                ax.annotate(
+                    r["name"], (r["minutes_per_tpsr"], r[key]), fontsize=7, xytext=(4, 3), textcoords="offset points"
+                )
+        ax.axhline(line, color="tab:red", linestyle="--", linewidth=1, label=f"pass: ≥ {line}")
+        ax.set_xlabel("minutes per TPSR-sized model, one core (load in the table)", fontsize=8)
+        ax.set_ylabel(label, fontsize=8)
+        ax.grid(True, linewidth=0.4, alpha=0.5)
+        ax.legend(fontsize=7)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The discriminator evidence: one generator fine-tuned against a given, the reference and a random discriminator
+with two seeds on a tiny recipe; records that skip on rerun and rebuild the report alone; one-line errors."""
+
+import json
+import logging
+import shutil
+
+import pytest
+
+from conftest import TPSR_DIR, small_genotype, write_tiny_train_yaml
+from darts_sr.experiments import discriminator_compare, records
+from darts_sr.nets.discriminator import DiscriminatorGenotype
+from darts_sr.nets.genotype import save_genotype
+from darts_sr.training.retrain import Retrainer
+
+GIVEN = DiscriminatorGenotype(("sep_3x3", "conv_3x3", "dil_3x3", "conv_5x5"), base_width=8, norm="batch")
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    recipe = write_tiny_train_yaml(
+        tmp_path / "tiny.yaml", pixel_phase={"steps": 2}, gan_phase={"steps": 2}, data={"val_crop": 52}
+    )
+    generator, given = tmp_path / "generator.json", tmp_path / "given_d.json"
+    save_genotype(small_genotype(), generator)
+    save_genotype(GIVEN, given)
+    return recipe, generator, given
+
+
+def test_records_per_discriminator_and_seed_skip_on_rerun_and_rebuild_the_report(
+    tmp_path, inputs, monkeypatch, caplog, one_thread
+):
+    recipe, generator, given = inputs
+    out, work = tmp_path / "results" / "d", tmp_path / "runs"
+    argv = [
+        "--config",
+        str(recipe),
+        "--generator",
+        str(generator),
+        "--discriminator",
+        str(given),
+        "--random",
+        "1",
+        "--train-seeds",
+        "2",
+        "--benchmark",
+        f"Set5={TPSR_DIR / 'Set5'}",
+        "--out",
+        str(out),
+        "--work",
+        str(work),
+    ]
+    assert discriminator_compare.main(argv) == 0
+    names = sorted(p.name for p in out.glob("*_seed*.json"))
+    assert names == [f"{m}_seed{k}.json" for m in ("pixel", "random_0", "reference", "searched_0") for k in (0, 1)]
+    record = json.loads((out / "searched_0_seed1.json").read_text())
+    # The recipe's discriminator.base_width (4) is what trained, and what the record holds.
+    assert record["extra"]["discriminator"] == {**GIVEN.to_dict(), "base_width": 4} and record["group"] == "searched"
+    assert record["identity"]["discriminator"] == record["extra"]["discriminator"] and record["identity"]["init_sha256"]
+    assert record["seed"] == 1 and set(record["scores"]) == {"gan"} and set(record["scores"]["gan"]) == {"val", "Set5"}
+    assert record["scores"]["gan"]["Set5"]["psnr_y"] > 0 and record["scores"]["gan"]["Set5"]["niqe"] > 0
+    assert record["recipe_hash"] == json.loads((out / records.EXPERIMENT).read_text())["recipe_hash"]
+    pixel = json.loads((out / "pixel_seed1.json").read_text())
+    assert set(pixel["scores"]["pixel"]) == {"val", "Set5"} and pixel["steps"] == 2
+    # Both seeds' fine-tunes started from their own seed's pixel model.
+    for k in (0, 1):
+        summary = json.loads((work / f"reference_seed{k}" / "summary.json").read_text())
+        assert summary["generator_weights"] == str(work / f"pixel_seed{k}" / "model_pixel.pt")
+    report = (out / records.REPORT).read_text()
+    assert "| reference | reference |" in report and " ± " in report and "## Set5" in report
+    assert "better on" in report or "worse or equal on" in report  # the paired verdict per metric
+    diffs = json.loads((out / records.SUMMARY).read_text())["differences"]
+    assert {(d["dataset"], d["metric"]) for d in diffs} == {(d, m) for d in ("val", "Set5") for m in ("psnr_y", "niqe")}
+    assert all(
+        set(d["versus"]) == {"reference", "random mean"} and d["versus"]["reference"]["seeds"] == [0, 1] for d in diffs
+    )
+
+    # A second run trains nothing: every model is recorded.
+    def no_training(self):
+        raise AssertionError("a recorded model was trained again")
+
+    monkeypatch.setattr(Retrainer, "run", no_training)
+    with caplog.at_level(logging.INFO, logger="discriminator_compare"):
+        assert discriminator_compare.main(argv) == 0
+    assert sum("every model already recorded" in m for m in caplog.messages) == 2
+
+    # The report needs the records alone.
+    shutil.rmtree(work)
+    (out / records.REPORT).unlink()
+    assert discriminator_compare.main(["--report", str(out)]) == 0
+    assert (out / records.REPORT).read_text() == report
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--discriminator", "nowhere_d.json"], "nowhere_d.json: cannot read genotype"),
+        (["--pixel-weights", "nowhere_pixel.pt"], "nowhere_pixel.pt: no such checkpoint file"),
+        (["--set", "gan_phase.steps=0"], "gan_phase.steps and gan_phase.loss.adversarial must be > 0"),
+        (["--set", "data.val=../shared/datasets/Set14"], "is the reported benchmark Set14"),
+        (["--shard", "2/2"], "--shard '2/2'"),
+    ],
+)
+def test_bad_evidence_input_is_a_one_line_error(tmp_path, inputs, capsys, extra, fragment):
+    recipe, generator, _ = inputs
+    argv = [
+        "--config",
+        str(recipe),
+        "--generator",
+        str(generator),
+        "--out",
+        str(tmp_path / "out"),
+        "--work",
+        str(tmp_path / "runs"),
+        *extra,
+    ]
+    assert discriminator_compare.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+    assert not (tmp_path / "runs").exists()  # nothing trained
