@@ -28,7 +28,6 @@ prints the duplicates (and candidates with NCC >= 0.9 that failed confirmation) 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -43,6 +42,7 @@ from PIL import Image
 from scipy import fft, optimize
 
 from darts_sr.data import HOLDOUT, DataError, list_images, load_image, parse_data_spec
+from darts_sr.io import file_sha256
 
 __all__ = [
     "DEFAULT_REPORTED",
@@ -440,10 +440,6 @@ def image_folder(path: str | Path) -> Path:
     return path / "HR" if (path / "HR").is_dir() else path
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def compare_pools(
     train: dict[str, list[Path]],
     reported: dict[str, list[Path]],
@@ -467,8 +463,8 @@ def compare_pools(
     q_images = [img for name, paths in reported.items() for img in _load(name, paths)]
 
     # Identical bytes need no image search; they are the first thing a contamination check must say.
-    t_hash = {i: _sha256(t.path) for i, t in enumerate(t_images)}
-    q_hash = {i: _sha256(q.path) for i, q in enumerate(q_images)}
+    t_hash = {i: file_sha256(t.path) for i, t in enumerate(t_images)}
+    q_hash = {i: file_sha256(q.path) for i, q in enumerate(q_images)}
     identical = {(qi, ti) for qi, qh in q_hash.items() for ti, th in t_hash.items() if qh == th}
     results = [
         Match(
