@@ -65,6 +65,12 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     p.add_argument("--work", type=Path, help="run folders (default runs/calibration/<name of --out>)")
     p.add_argument("--shard", default="0/1", metavar="I/N", help="train trials i, i+N, ... (N processes share)")
     p.add_argument(
+        "--benchmark",
+        action="append",
+        metavar="NAME=PATH",
+        help="reported sets, never used for choosing (default: Set5 and Set14 from ../shared)",
+    )
+    p.add_argument(
         "--reuse",
         action="append",
         default=[],
@@ -176,7 +182,8 @@ def calibrate(args: argparse.Namespace) -> None:
             "seeds": args.seeds,
         },
     )
-    sets = [parse_data_spec(b) for b in DEFAULT_BENCHMARKS]  # reported only; the holdout score is the selection
+    # Reported only; the holdout's score is the selection, from the run's validation history.
+    sets = [parse_data_spec(b) for b in args.benchmark or DEFAULT_BENCHMARKS]
     evaluator = Evaluator(sets, recipe.data.scale, cli.resolve_device(recipe.run.device))
     work = args.work or Path("runs/calibration") / args.out.name
     run_trials(planned, args.out, work, evaluator, args.shard, args.reuse)
@@ -233,12 +240,15 @@ def recipe_summary(folder: Path) -> dict:
         tau, p = stats.kendall_tau(macs, psnr)
         out["cost"] = {k: {"mean": stats.mean_sd(v)[0], "n": len(v)} for k, v in cost.items()}
         out["cost_tau"], out["cost_p"] = tau, p
-    tpsr_runs = [r for r in records if r.extra.get("ladder") == "width" and r.extra.get("rung") == "c16"]
-    if not tpsr_runs:
-        tpsr_runs = [r for r in records if r.genotype == TPSR.to_dict()]
+    # The cost of a TPSR-sized model: every record within TPSR's MACs ± 3% (width c16 is TPSR, cost g3.58 and the
+    # matched ladder are random genotypes of its MACs).
+    window = MacsWindow.around(None, 4)
+    sized = [r for r in records if window.contains(r.macs_720p)]
+    if sized:
+        out["minutes_per_tpsr"] = sum(r.wall_time_s for r in sized) / len(sized) / 60
+        out["tpsr_load"] = [r.provenance.get("load_average", {}).get("before", [None])[0] for r in sized]
+    tpsr_runs = [r for r in records if r.genotype == TPSR.to_dict()]
     if tpsr_runs:
-        out["minutes_per_tpsr"] = sum(r.wall_time_s for r in tpsr_runs) / len(tpsr_runs) / 60
-        out["tpsr_load"] = [r.provenance.get("load_average", {}).get("before", [None])[0] for r in tpsr_runs]
         out["tpsr_holdout"] = stats.mean_sd([r.psnr(HOLDOUT_VAL) for r in tpsr_runs])[0]
         if PUBLISHED.is_file():
             out["below_published"] = read_json(PUBLISHED)["scores"][HOLDOUT_VAL]["psnr_y"] - out["tpsr_holdout"]
@@ -271,13 +281,15 @@ def report(folders: list[Path], long: Path | None = None, figure: Path | None = 
         for row, folder in zip(rows, folders):
             row["versus"] = versus(folder, long)
     lines = [
-        "| recipe | patch | batch | steps | warm-up | EMA | min/TPSR (load) | width ladder (holdout, c08…c32) | "
-        "min adjacent gap / noise floor | cost ladder τ (p) | TPSR below published | τ vs long (p, n) |",
-        "|" + "---|" * 12,
+        "| recipe | LR patch, batch, steps | warm-up, EMA | min per TPSR-sized model (load before) | cost ladder "
+        "(holdout, g0.5…g6) | τ vs MACs (p) | width ladder (holdout, c08…c32) | smallest adjacent gap / noise floor "
+        "| TPSR below published | τ vs long (p, n) |",
+        "|" + "---|" * 10,
     ]
     for r in rows:
+        cost_values = " / ".join(f"{v['mean']:.3f}" for v in r.get("cost", {}).values()) or "–"
         width = " / ".join(f"{v['mean']:.3f}" for v in r["width"].values()) or "–"
-        floor = "" if r.get("noise_floor") is None else f" (floor {r['noise_floor']:.3f})"
+        floor = "" if r.get("noise_floor") is None else f" (floor {r['noise_floor']:.3f} dB)"
         gap = _f(r.get("width_min_gap_floors"), ".1f") + floor
         cost = "–" if "cost_tau" not in r else f"{r['cost_tau']:+.2f} ({r['cost_p']:.2g})"
         load = ", ".join(_f(x, ".1f") for x in r.get("tpsr_load", []))
@@ -285,9 +297,8 @@ def report(folders: list[Path], long: Path | None = None, figure: Path | None = 
         v = r.get("versus")
         vs = "–" if not v else f"{v['tau']:+.2f} ({v['p']:.2g}, {v['genotypes']})"
         lines.append(
-            f"| {r['name']} | {r['patch']} | {r['batch']} | {r['steps']} | {r['warmup']} | "
-            f"{_f(r['ema'], 'g', 'off')} | {minutes} | {width} | {gap} | {cost} | "
-            f"{_f(r.get('below_published'), '.3f')} | {vs} |"
+            f"| {r['name']} | {r['patch']}, {r['batch']}, {r['steps']} | {r['warmup']}, {_f(r['ema'], 'g', 'off')} | "
+            f"{minutes} | {cost_values} | {cost} | {width} | {gap} | {_f(r.get('below_published'), '.3f')} | {vs} |"
         )
     text = "\n".join(lines)
     if figure is not None and rows:
@@ -311,13 +322,16 @@ def draw(rows: list[dict], path: Path) -> None:
     ):
         for r in rows:
             if r.get(key) is not None and r.get("minutes_per_tpsr") is not None:
-                ax.plot(r["minutes_per_tpsr"], r[key], "o", color="tab:blue")
+                rungs = len(r["cost" if key == "cost_tau" else "width"])
+                name = r["name"] if rungs == 5 else f"{r['name']} ({rungs} of 5 rungs)"
+                ax.plot(r["minutes_per_tpsr"], r[key], "o", color="tab:blue" if rungs == 5 else "0.6")
                 ax.annotate(
-                    r["name"], (r["minutes_per_tpsr"], r[key]), fontsize=7, xytext=(4, 3), textcoords="offset points"
+                    name, (r["minutes_per_tpsr"], r[key]), fontsize=7, xytext=(4, 3), textcoords="offset points"
                 )
         ax.axhline(line, color="tab:red", linestyle="--", linewidth=1, label=f"pass: ≥ {line}")
         ax.set_xlabel("minutes per TPSR-sized model, one core (load in the table)", fontsize=8)
         ax.set_ylabel(label, fontsize=8)
+        ax.set_ylim(*((-1.05, 1.05) if key == "cost_tau" else (0, max(4.0, *(r.get(key) or 0 for r in rows)) * 1.1)))
         ax.grid(True, linewidth=0.4, alpha=0.5)
         ax.legend(fontsize=7)
     buffer = io.BytesIO()
