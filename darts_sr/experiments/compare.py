@@ -54,6 +54,13 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
         help="search run folders; each gives its genotype_generator.json and its search space",
     )
     g.add_argument("--searched", action="append", default=[], metavar="GENOTYPE.json", help="a searched genotype")
+    g.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="GENOTYPE.json",
+        help="a baseline genotype (darts-sr baselines), retrained and reported like the searched ones",
+    )
     g.add_argument("--random", type=int, default=20, metavar="K", help="random genotypes of matched MACs (20)")
     g.add_argument("--target-macs", type=float, help="MACs@720p the random genotypes match (default: searched mean)")
     g.add_argument("--tolerance", type=float, default=0.03, help="MACs window around the target (default ±3%%)")
@@ -154,6 +161,12 @@ def candidates(args: argparse.Namespace, scale: int) -> tuple[dict[str, dict], M
     models = {
         f"searched_{i}": {"group": "searched", "genotype": g, "source": src} for i, (src, g) in enumerate(searched)
     }
+    for spec in args.baseline:
+        models[f"baseline_{Path(spec).stem}"] = {
+            "group": "baseline",
+            "genotype": load_generator_genotype(spec),
+            "source": str(spec),
+        }
     if scale == TPSR.scale:
         models["tpsr"] = {"group": "tpsr", "genotype": TPSR, "source": "tpsr"}
     randoms = matched_random_genotypes(args.random, window, args.sample_seed, **space | {"ops": tuple(space["ops"])})

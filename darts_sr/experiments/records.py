@@ -34,7 +34,7 @@ from darts_sr.search.generator_stage import search_diagnostics
 
 EXPERIMENT, BICUBIC = "experiment.json", "bicubic.json"
 REPORT, SUMMARY, PLOT = "report.md", "summary.json", "psnr_vs_macs.png"
-GROUPS = ("searched", "random", "tpsr")
+GROUPS = ("searched", "baseline", "random", "tpsr")
 RESAMPLES, BOOTSTRAP_SEED = 10_000, 0
 
 
@@ -178,6 +178,17 @@ def group_statistics(genotypes: list[Genotype], phase: str, dataset: str, metric
         }
         out["mann_whitney"] = {"u": u, "p": p, "alternative": "searched > random (one-sided)"}
         out["searched_percentile"] = {m: stats.percentile_within(v, groups["random"]) for m, v in searched.items()}
+    baselines = {g.model: means[g.model] for g in genotypes if g.group == "baseline" and g.model in means}
+    if baselines:  # each against the random population, and the searched genotypes' mean against each
+        searched_mean = stats.mean_sd(list(searched.values()))[0] if searched else None
+        out["baselines"] = {
+            m: {
+                "mean": v,
+                "percentile": stats.percentile_within(v, groups["random"]),
+                "searched_minus": None if searched_mean is None else searched_mean - v,
+            }
+            for m, v in baselines.items()
+        }
     if "tpsr" in means:
         ranked = sorted(means.values(), reverse=True)
         out["tpsr"] = {
@@ -387,6 +398,24 @@ def markdown_report(
             "",
         ]
         out += [f"- {v}" for v in map(verdict, summary["statistics"]) if v]
+        rows = [(st, m, b) for st in summary["statistics"] for m, b in st.get("baselines", {}).items()]
+        if rows:
+            out += [
+                "",
+                "## Baselines at matched MACs (Y-PSNR)",
+                "",
+                "Each baseline genotype by its mean over seeds: its percentile among the random genotypes, and the "
+                "searched genotypes' mean minus it (compare with the noise floor above).",
+                "",
+                "| phase | dataset | baseline | mean | percentile in random | searched − baseline |",
+                "|---|---|---|---|---|---|",
+            ]
+            out += [
+                f"| {st['phase']} | {st['dataset']} | {m} | {b['mean']:.3f} | {b['percentile']:.0f} | "
+                + ("-" if b["searched_minus"] is None else f"{b['searched_minus']:+.3f}")
+                + " |"
+                for st, m, b in rows
+            ]
     if summary["proxy"]:
         out += [
             "",
@@ -438,6 +467,7 @@ def markdown_table(rows: list[dict], set_names: list[str]) -> str:
 STYLE = {
     "random": {"marker": "o", "color": "0.55", "markersize": 5},
     "searched": {"marker": "^", "color": "tab:red", "markersize": 8},
+    "baseline": {"marker": "s", "color": "tab:green", "markersize": 6},
     "tpsr": {"marker": "*", "color": "tab:blue", "markersize": 12},
 }
 
@@ -462,7 +492,7 @@ def plot(
         if target and tolerance:
             low, high = target * (1 - tolerance) / 1e9, target * (1 + tolerance) / 1e9
             ax.axvspan(low, high, color="0.92", zorder=0, label=f"random window ±{tolerance:.0%}")
-        for group in ("random", "searched", "tpsr"):
+        for group in ("random", "baseline", "searched", "tpsr"):
             members = [g for g in genotypes if g.group == group and g.values.get(key)]
             if not members:
                 continue
@@ -483,7 +513,9 @@ def plot(
             if group != "random":  # short labels (S0 = searched_0); points on the same spot share one label
                 at: dict[tuple[float, float], list[str]] = {}
                 for g, xi, yi in zip(members, x, y):
-                    name = "TPSR" if g.group == "tpsr" else "S" + g.model.rpartition("_")[2]
+                    name = {"tpsr": "TPSR", "baseline": g.model.removeprefix("baseline_")}.get(
+                        g.group, "S" + g.model.rpartition("_")[2]
+                    )
                     at.setdefault((xi, yi), []).append(name)
                 for (xi, yi), names in at.items():
                     ax.annotate(",".join(names), (xi, yi), fontsize=7, xytext=(5, 3), textcoords="offset points")

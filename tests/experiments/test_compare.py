@@ -5,6 +5,7 @@ import json
 import logging
 import shutil
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from conftest import TPSR_DIR, small_genotype, write_tiny_train_yaml
 from darts_sr.config import ConfigError, SupernetConfig, TrainConfig, load_config
 from darts_sr.data import HOLDOUT, NEAR_DUPLICATES, list_images, load_training_pairs
 from darts_sr.experiments import compare, records
-from darts_sr.nets.genotype import TPSR, live_nodes, save_genotype
+from darts_sr.nets.genotype import TPSR, Node, live_nodes, save_genotype
 from darts_sr.nets.networks import MacsWindow, generator_macs
 from darts_sr.search.sampling import matched_random_genotypes
 from darts_sr.training import trials
@@ -65,12 +66,15 @@ def test_a_benchmark_as_validation_set_is_refused(tmp_path):
 
 
 def test_records_round_trip_skip_and_rebuild_the_report(tmp_path, tiny_yaml, monkeypatch, caplog, one_thread):
-    searched = tmp_path / "searched.json"
+    searched, wide = tmp_path / "searched.json", tmp_path / "wide.json"
     save_genotype(SMALL, searched)
+    save_genotype(replace(SMALL, nodes=(Node("conv_3x3", 0), Node("sep_3x3", 0)), outputs=(1, 2)), wide)
     out, work = tmp_path / "results" / "tiny", tmp_path / "runs"
     args = [
         "--searched",
         str(searched),
+        "--baseline",
+        str(wide),
         "--random",
         "2",
         "--seeds",
@@ -87,6 +91,7 @@ def test_records_round_trip_skip_and_rebuild_the_report(tmp_path, tiny_yaml, mon
     assert compare.main(args) == 0
     names = sorted(p.name for p in out.glob("*_seed*.json"))
     assert names == [
+        "baseline_wide_seed0.json",
         "random_0_seed0.json",
         "random_1_seed0.json",
         "searched_0_seed0.json",
@@ -106,8 +111,13 @@ def test_records_round_trip_skip_and_rebuild_the_report(tmp_path, tiny_yaml, mon
     summary = json.loads((out / records.SUMMARY).read_text())
     pixel_set5 = next(s for s in summary["statistics"] if (s["phase"], s["dataset"]) == ("pixel", "Set5"))
     assert pixel_set5["groups"]["random"]["n"] == 2 and pixel_set5["mann_whitney"]["alternative"].startswith("searched")
-    assert pixel_set5["noise_floor_from"] == ["tpsr"] and pixel_set5["tpsr"]["of"] == 4
+    assert pixel_set5["noise_floor_from"] == ["tpsr"] and pixel_set5["tpsr"]["of"] == 5
     report = (out / records.REPORT).read_text()
+    assert "## Baselines at matched MACs" in report and "| baseline_wide |" in report
+    assert (
+        set(pixel_set5["baselines"]) == {"baseline_wide"}
+        and pixel_set5["baselines"]["baseline_wide"]["percentile"] >= 0
+    )
     assert "| tpsr | tpsr |" in report and "Mann–Whitney" in report and (out / records.PLOT).stat().st_size > 0
 
     # A second run trains nothing: every model is recorded.
@@ -118,14 +128,14 @@ def test_records_round_trip_skip_and_rebuild_the_report(tmp_path, tiny_yaml, mon
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="darts_sr.training.trials"):
         assert compare.main(args) == 0
-    assert sum("already recorded" in m for m in caplog.messages) == 5
+    assert sum("already recorded" in m for m in caplog.messages) == 6
 
     # Another experiment over the same models copies their records from this one (--reuse) instead of training.
     other = tmp_path / "results" / "other"
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="darts_sr.training.trials"):
         assert compare.main([*args[:-4], "--out", str(other), "--work", str(work), "--reuse", str(out)]) == 0
-    assert sum("copied" in m for m in caplog.messages) == 5
+    assert sum("copied" in m for m in caplog.messages) == 6
     copied = json.loads((other / "tpsr_seed1.json").read_text())
     assert copied["extra"].pop("reused_from") == str(out / "tpsr_seed1.json") and copied == record
 
@@ -137,7 +147,7 @@ def test_records_round_trip_skip_and_rebuild_the_report(tmp_path, tiny_yaml, mon
     assert (out / records.REPORT).read_text() == report and (out / records.PLOT).is_file()
     assert compare.main(["--report", str(out), "--versus", str(out)]) == 0  # the proxy check: the same ranking
     proxy = json.loads((out / records.SUMMARY).read_text())["proxy"]
-    assert proxy and all(p["tau"] == pytest.approx(1.0) and len(p["models"]) == 4 for p in proxy)
+    assert proxy and all(p["tau"] == pytest.approx(1.0) and len(p["models"]) == 5 for p in proxy)
 
     # The same folder under another recipe is refused, not silently mixed.
     assert compare.main([*args, "--set", "pixel_phase.steps=3"]) == 2
