@@ -126,12 +126,15 @@ def relativistic_generator_loss(real_logits: Tensor, fake_logits: Tensor) -> Ten
 
 
 class LossInputs(NamedTuple):
-    """What a loss term may look at: SR and ground truth (B, 3, H, W) in [0, 1], and D's logits (B, 1) of both."""
+    """What a loss term may look at: SR and ground truth (B, 3, H, W) in [0, 1], D's logits (B, 1) of both, and D's
+    block outputs of both (for feature matching; the real ones carry no gradient)."""
 
     sr: Tensor
     gt: Tensor
     real_logits: Tensor | None
     fake_logits: Tensor | None
+    real_features: list[Tensor] | None = None
+    fake_features: list[Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,7 @@ class LossTerm:
     fn: Callable[[LossInputs, nn.Module | None], Tensor]
     build: Callable[[Any], nn.Module] | None = None
     needs_discriminator: bool = False
+    needs_features: bool = False  # the discriminator's block outputs of SR and HR (LossInputs.*_features)
 
 
 def _pixel(x: LossInputs, _: None) -> Tensor:
@@ -158,6 +162,14 @@ def _adversarial(x: LossInputs, _: None) -> Tensor:
     return relativistic_generator_loss(x.real_logits, x.fake_logits)
 
 
+def _feature_matching(x: LossInputs, _: None) -> Tensor:
+    """pix2pixHD's feature matching: the mean over the discriminator's blocks of the L1 distance between its features
+    of SR and of HR. It needs no ImageNet weights, so it stands in for the VGG term offline; the discriminator's
+    features move as it trains, which VGG's do not."""
+    pairs = list(zip(x.fake_features, x.real_features))
+    return sum(F.l1_loss(fake, real.detach()) for fake, real in pairs) / len(pairs)
+
+
 def _build_perceptual(settings: Any) -> PerceptualLoss:
     loss = PerceptualLoss(settings.perceptual_layer, settings.pretrained_dir, settings.allow_random_backbone)
     if not loss.pretrained:
@@ -170,6 +182,8 @@ LOSSES: dict[str, LossTerm] = {
     "pixel": LossTerm("l_g_pix", 1e-2, _pixel),
     "perceptual": LossTerm("l_g_percep", 1.0, _perceptual, build=_build_perceptual),
     "adversarial": LossTerm("l_g_gan", 5e-3, _adversarial, needs_discriminator=True),
+    # Not in ESRGAN's recipe (weight 0 by default): an offline stand-in for the perceptual term.
+    "feature_matching": LossTerm("l_g_fm", 0.0, _feature_matching, needs_discriminator=True, needs_features=True),
 }
 
 
@@ -243,17 +257,29 @@ class GeneratorLoss(nn.Module):
         return any(self.weights[n] > 0 and t.needs_discriminator for n, t in self.table.items())
 
     @property
+    def needs_features(self) -> bool:
+        """Whether ``forward`` needs the discriminator's block outputs (a weighted term reads them)."""
+        return any(self.weights[n] > 0 and t.needs_features for n, t in self.table.items())
+
+    @property
     def perceptual_pretrained(self) -> bool | None:
         """Whether the VGG19 of the perceptual term has ImageNet weights; None when the term is off."""
         vgg = self.terms["perceptual"] if "perceptual" in self.terms else None
         return None if vgg is None else vgg.pretrained
 
     def forward(
-        self, sr: Tensor, gt: Tensor, real_logits: Tensor | None = None, fake_logits: Tensor | None = None
+        self,
+        sr: Tensor,
+        gt: Tensor,
+        real_logits: Tensor | None = None,
+        fake_logits: Tensor | None = None,
+        real_features: list[Tensor] | None = None,
+        fake_features: list[Tensor] | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """sr, gt: (B, 3, H, W) in [0, 1]; logits (B, 1) of D(gt) and D(sr). Returns (total, {log name: weighted
-        term}). Only terms with weight > 0 are computed and appear in the dict."""
-        inputs = LossInputs(sr, gt, real_logits, fake_logits)
+        """sr, gt: (B, 3, H, W) in [0, 1]; logits (B, 1) of D(gt) and D(sr), and D's block outputs of both where a
+        term needs them. Returns (total, {log name: weighted term}). Only terms with weight > 0 are computed and
+        appear in the dict."""
+        inputs = LossInputs(sr, gt, real_logits, fake_logits, real_features, fake_features)
         terms: dict[str, Tensor] = {}
         for name, term in self.table.items():
             weight = self.weights[name]
@@ -261,6 +287,8 @@ class GeneratorLoss(nn.Module):
                 continue
             if term.needs_discriminator and (real_logits is None or fake_logits is None):
                 raise ValueError(f"loss term {name!r} needs real_logits and fake_logits")
+            if term.needs_features and (real_features is None or fake_features is None):
+                raise ValueError(f"loss term {name!r} needs the discriminator's features of SR and HR")
             module = self.terms[name] if name in self.terms else None
             terms[term.log_name] = weight * term.fn(inputs, module)
         return sum(terms.values()), terms

@@ -129,8 +129,8 @@ def test_relativistic_generator_gradient_reaches_fake_logits() -> None:
 
 
 def test_loss_weight_presets_and_validation() -> None:
-    assert dict(ESRGAN_WEIGHTS) == {"pixel": 1e-2, "perceptual": 1.0, "adversarial": 5e-3}
-    assert dict(LossWeights(pixel=1.0)) == {"pixel": 1.0, "perceptual": 0.0, "adversarial": 0.0}
+    assert dict(ESRGAN_WEIGHTS) == {"pixel": 1e-2, "perceptual": 1.0, "adversarial": 5e-3, "feature_matching": 0.0}
+    assert dict(LossWeights(pixel=1.0)) == {"pixel": 1.0, "perceptual": 0.0, "adversarial": 0.0, "feature_matching": 0}
     with pytest.raises(ValueError, match="unknown loss term"):
         LossWeights(pixle=1.0)
     with pytest.raises(ValueError, match="'pixel'"):
@@ -191,3 +191,32 @@ def test_a_new_loss_is_one_table_entry_plus_its_function() -> None:
     torch.testing.assert_close(total, terms["l_g_pix"] + terms["l_g_bright"])
     with pytest.raises(Exception, match="brightnes"):
         from_dict(make_loss_config(LOSSES), {"brightness": 0.5})  # not in the real table: an unknown key
+
+
+def test_feature_matching_is_the_mean_block_l1_and_trains_through_the_gan_step() -> None:
+    from darts_sr.nets.discriminator import SRGAN_DISCRIMINATOR, Discriminator
+    from darts_sr.nets.genotype import GeneratorGenotype, Node
+    from darts_sr.nets.networks import Generator
+    from darts_sr.training.gan import gan_step
+    from darts_sr.training.runner import NonFiniteGuard
+
+    torch.manual_seed(0)
+    d = Discriminator(SRGAN_DISCRIMINATOR.__class__(**{**SRGAN_DISCRIMINATOR.__dict__, "base_width": 4}))
+    sr, gt = torch.rand(2, 3, 32, 32, requires_grad=True), torch.rand(2, 3, 32, 32)
+    fake_logits, fake = d.forward_features(sr)
+    real_logits, real = d.forward_features(gt)
+    assert torch.equal(fake_logits, d(sr)) and len(fake) == len(d.blocks)
+    loss = GeneratorLoss(LossWeights(feature_matching=1.0))
+    total, terms = loss(sr, gt, real_logits, fake_logits, real, fake)
+    by_hand = sum((a - b).abs().mean() for a, b in zip(fake, real)) / len(fake)
+    assert set(terms) == {"l_g_fm"} and torch.allclose(total, by_hand)
+    with pytest.raises(ValueError, match="needs the discriminator's features"):
+        loss(sr, gt, real_logits, fake_logits)
+    # Through BasicSR's step: the generator learns from D's features, D from its own loss.
+    g = Generator(GeneratorGenotype((Node("conv_3x3", 0),), (1,), channels=4))
+    g_opt, d_opt = torch.optim.Adam(g.parameters(), 1e-3), torch.optim.Adam(d.parameters(), 1e-3)
+    before = [p.detach().clone() for p in g.parameters()]
+    weighted = GeneratorLoss(LossWeights(pixel=1.0, adversarial=0.005, feature_matching=0.1))
+    out = gan_step(g, d, torch.rand(2, 3, 8, 8), gt, weighted, g_opt, d_opt, list(g.parameters()), NonFiniteGuard(3), 0)
+    assert {"l_g_fm", "l_g_gan", "l_g_pix", "l_d_real", "l_d_fake"} <= set(out)
+    assert any(not torch.equal(a, b) for a, b in zip(before, g.parameters()))

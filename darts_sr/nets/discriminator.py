@@ -204,6 +204,14 @@ class Discriminator(nn.Module):
         x = self.blocks(x)  # (B, C_last, ceil(H / 2**k), ceil(W / 2**k)) for k stride-2 blocks
         return self.head(self.pool(x))  # pool: (B, 1); patch: (B, ceil(H / 2**k) * ceil(W / 2**k))
 
+    def forward_features(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The logits and every block's output (for feature matching), from one pass."""
+        features = []
+        for block in self.blocks:
+            x = block(x)
+            features.append(x)
+        return self.head(self.pool(x)), features
+
 
 def discriminator_params(genotype: DiscriminatorGenotype) -> int:
     """Trainable parameters of ``Discriminator(genotype)``, by formula."""

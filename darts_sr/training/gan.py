@@ -32,6 +32,15 @@ def generator_loss(
     sr: Tensor, gt: Tensor, criterion: GeneratorLoss, discriminator: nn.Module | None
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The generator's weighted loss; the discriminator (if any) sees ``gt`` without gradient."""
+    if criterion.needs_features:
+        if not hasattr(discriminator, "forward_features"):
+            raise ValueError(
+                f"feature matching needs a discriminator with features, not {type(discriminator).__name__}"
+            )
+        real_logits, real_features = discriminator.forward_features(gt)
+        fake_logits, fake_features = discriminator.forward_features(sr)
+        real_features = [f.detach() for f in real_features]
+        return criterion(sr, gt, real_logits.detach(), fake_logits, real_features, fake_features)
     if criterion.needs_discriminator:
         real_logits = discriminator(gt).detach()
         fake_logits = discriminator(sr)

@@ -165,3 +165,16 @@ def test_two_shards_of_one_experiment_start_at_once(tmp_path):
     records = sorted(p.name for p in (tmp_path / "out").glob("*_seed0.json"))
     assert records == ["random_0_seed0.json", "random_1_seed0.json", "random_2_seed0.json", "tpsr_seed0.json"]
     assert len(list((tmp_path / "work" / "split" / "val").iterdir())) == len(HOLDOUT)
+
+
+def test_keys_added_later_leave_old_records_matching():
+    """A committed calibration record, made before ``loss.feature_matching`` existed, is still its trial's record."""
+    record = read_record(REPO / "results" / "calibration" / "short" / "cost_g0.50_seed0.json")
+    recipe = load_config(TrainConfig, "configs/compare_cpu.yaml", ["gan_phase.steps=0", "data.skip_small=true"])
+    trial = Trial(TPSR.__class__.from_dict(record.genotype), recipe, record.seed)
+    assert "feature_matching" not in trial.identity()["recipe"]["pixel_phase"]["loss"]
+    assert trial.key() == record.key
+    weighted = replace(
+        recipe, pixel_phase=replace(recipe.pixel_phase, loss=replace(recipe.pixel_phase.loss, feature_matching=0.1))
+    )
+    assert Trial(trial.genotype, weighted, record.seed).key() != record.key
