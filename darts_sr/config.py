@@ -217,6 +217,41 @@ class CostConfig:
     measure: typing.Literal["derived", "expected"] = "derived"
     dead_zone: float = 0.01  # log_ratio: no penalty within +-1% of the target
     tolerance: float = 0.03  # derivation must land within target * (1 +- tolerance); above it the repair fires
+    # What the cost counts (darts_sr.search.cost): macs = MACs at 720p toward target_macs; latency = milliseconds of
+    # a latency lookup table (darts-sr latency-table) at supernet.channels and the scale's 720p LR size, toward
+    # target_ms, its correction applied when the table marks it used. Same penalty, measure and window rule.
+    unit: typing.Literal["macs", "latency"] = "macs"
+    target_ms: float | None = None  # latency: required, in the table's (corrected) milliseconds
+    latency_table: str | None = None  # latency: required; with macs it only reports the derived network's ms
+    # penalty: the `penalty` term above; dual: weight * loss * lambda * log(cost / target) with a signed Lagrange
+    # multiplier (two-sided: the equality constraint's), lambda <- lambda + dual_lr * log(cost / target) after each
+    # architecture step, clamped to +-dual_max (no wind-up); `penalty` must not be none, its form is not used.
+    # dual_lr 10: Adam normalises the architecture gradient, so lambda sets mostly the sign and its lag. On a toy
+    # (bench/cost_control.py: cost alone or against a pull toward big/small ops) the argmax landed with median
+    # |error| 3-8% at 10, 20-28% at 0.5; the penalty 1-11%, it has the offset under a pull that dual removes.
+    control: typing.Literal["penalty", "dual"] = "penalty"
+    dual_lr: float = 10.0
+    dual_max: float = 10.0
+
+    def __post_init__(self):
+        if self.unit == "latency":
+            for key in ("target_ms", "latency_table"):
+                if getattr(self, key) is None:
+                    raise ConfigError(f"cost.{key}: required with cost.unit: latency")
+            if self.target_macs is not None:
+                raise ConfigError("cost.target_macs: not used with cost.unit: latency (the target is cost.target_ms)")
+        elif self.target_ms is not None:
+            raise ConfigError("cost.target_ms: only used with cost.unit: latency (the MACs target is cost.target_macs)")
+        for key in ("target_ms", "target_macs"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise ConfigError(f"cost.{key}: expected a positive number, got {value}")
+        if self.control == "dual":
+            if self.penalty == "none":
+                raise ConfigError("cost.control: dual steers the cost; it contradicts cost.penalty: none")
+            for key in ("dual_lr", "dual_max"):
+                if not getattr(self, key) > 0:
+                    raise ConfigError(f"cost.{key}: expected a positive number, got {getattr(self, key)}")
 
 
 def make_loss_config(table: dict[str, LossTerm]) -> type:

@@ -108,14 +108,18 @@ def search(args: argparse.Namespace) -> None:
     if args.stage == "generator" or (args.stage == "all" and not (args.resume and stage2_started)):
         resume = args.resume and (run_dir / run_files.GENERATOR_SEARCH.checkpoint).is_file()
         summary = GeneratorSearch(config, run_dir, resume=resume).run()
+        if summary["unit"] == "latency":
+            landed = f"{summary['derived_ms']:.3f} ms predicted (target {summary['target_ms']:.3f} ms)"
+        else:
+            landed = f"(target {summary['target_macs_720p'] / 1e9:.3f} G)"
         log.info(
-            "generator done in %.0f s: %s/%s, %d params, %.3f GMACs@720p (target %.3f G)",
+            "generator done in %.0f s: %s/%s, %d params, %.3f GMACs@720p %s",
             summary["wall_time_s"],
             run_dir,
             run_files.GENERATOR_GENOTYPE,
             summary["params"],
             summary["macs_720p"] / 1e9,
-            summary["target_macs_720p"] / 1e9,
+            landed,
         )
     if args.stage in ("discriminator", "all"):
         distributed.barrier()  # stage 1's genotype_generator.json, written by rank 0, is read by every rank

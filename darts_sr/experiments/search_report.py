@@ -28,11 +28,18 @@ HEADER = (
 )
 
 
+def _landing(summary: dict) -> tuple[float, float | None, float, str]:
+    """(derived, argmax, target, unit suffix) in the unit the run searched in: MACs, or ms (``cost.unit: latency``)."""
+    if summary.get("unit") == "latency":
+        return summary["derived_ms"], summary.get("argmax_ms"), summary["target_ms"], " (ms)"
+    target = summary.get("target_macs_720p") or summary.get("budget_macs_720p")
+    return summary["macs_720p"], summary.get("argmax_macs_720p"), target, ""
+
+
 def row(run: Path) -> str:
     summary = json.loads((run / run_files.GENERATOR_SEARCH.summary).read_text())
     config = load_config(SearchConfig, run / run_files.CONFIG)
-    target = summary.get("target_macs_720p") or summary.get("budget_macs_720p")
-    argmax = summary.get("argmax_macs_720p")
+    derived, argmax, target, unit = _landing(summary)
     changed = summary.get("window_changes")
     changed = f"{changed} nodes (window)" if changed is not None else f"{summary.get('repair_swaps', 0)} swaps (repair)"
     tau = "–"
@@ -46,8 +53,8 @@ def row(run: Path) -> str:
         f"{config.cost.measure}, {config.cost.penalty}",
         str(summary["depth"]),
         str(summary["nodes_on_stem"]),
-        f"{summary['macs_720p'] / target:.3f}",
-        "–" if argmax is None else f"{argmax / target:.3f}",
+        f"{derived / target:.3f}{unit}",
+        "–" if argmax is None else f"{argmax / target:.3f}{unit}",
         changed,
         f"{summary['supernet_val_psnr']:.2f}",
         f"{summary['max_op_prob']:.3f}",
@@ -77,11 +84,16 @@ def figure(runs: list[Path], path: Path) -> None:
     for run in runs:
         records = history(run)
         summary = json.loads((run / run_files.GENERATOR_SEARCH.summary).read_text())
-        target = summary.get("target_macs_720p") or summary.get("budget_macs_720p")
+        _, _, target, unit = _landing(summary)
         epochs = [r["epoch"] for r in records]
-        argmax = [r.get("argmax_macs_720p", r["derived_macs_720p"]) / target for r in records]
-        (line,) = axes[0].plot(epochs, argmax, marker="o", ms=3, label=run.name)
-        axes[0].plot(epochs, [r["expected_macs_720p"] / target for r in records], ls=":", color=line.get_color())
+        if unit:  # a latency search: its argmax and expected ms
+            argmax = [r["argmax_ms"] / target for r in records]
+            expected = [r["expected_ms"] / target for r in records]
+        else:
+            argmax = [r.get("argmax_macs_720p", r["derived_macs_720p"]) / target for r in records]
+            expected = [r["expected_macs_720p"] / target for r in records]
+        (line,) = axes[0].plot(epochs, argmax, marker="o", ms=3, label=run.name + unit)
+        axes[0].plot(epochs, expected, ls=":", color=line.get_color())
         axes[1].plot(epochs, [r.get("nodes_on_stem", float("nan")) for r in records], marker="o", ms=3)
         axes[2].plot(epochs, [r.get("max_prob", float("nan")) for r in records], marker="o", ms=3)
     axes[0].axhspan(0.97, 1.03, color="0.85", label="target ±3%")

@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             "macs_720p": generator_macs(genotype),
             **search_diagnostics(genotype),
             "window_changes": report["window_changes"],
+            "cost": report["cost"],  # in the run's cost.unit: MACs, or ms as its latency table predicts them
             "genotype": genotype.to_dict(),
         }
         print(json.dumps(facts))

@@ -1,5 +1,6 @@
 """Stage 1, the generator search: bilevel optimisation of a supernet against a perceptual-adversarial
-loss plus a MACs penalty, with a fixed discriminator trained alongside.
+loss plus a cost term (MACs, or milliseconds of a latency table: ``cost.unit``), with a fixed discriminator trained
+alongside.
 
 Each step: (1) after the warm-up, an architecture step on a batch from the val half of the
 training images (loss + cost penalty; first or second order); (2) a weight step on a batch
@@ -11,6 +12,7 @@ are step-exact, so an interrupted run resumes to the same result as an uninterru
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,12 +25,14 @@ from torch import Tensor
 from darts_sr import distributed, run_files
 from darts_sr.config import ConfigError, SearchConfig
 from darts_sr.data import PatchSampler, centre_crop, load_dataset, load_training_pairs, split_halves
+from darts_sr.evaluation.latency import predict_ms
 from darts_sr.evaluation.scoring import PSNR_ONLY, evaluate_pairs
 from darts_sr.losses import GeneratorLoss, cost_penalty
 from darts_sr.nets.discriminator import Discriminator, load_discriminator_genotype
 from darts_sr.nets.genotype import GeneratorGenotype, save_genotype
-from darts_sr.nets.networks import MacsWindow, generator_macs, generator_params
+from darts_sr.nets.networks import REFERENCE_LR_SIZE, generator_macs, generator_params
 from darts_sr.search.architect import adam_preconditioner, arch_gradients
+from darts_sr.search.cost import search_cost
 from darts_sr.search.plots import genotype_graph, probability_evolution, probability_heatmap
 from darts_sr.search.supernet import GeneratorSupernet
 from darts_sr.training.gan import BACKBONE_LABEL, gan_step, generator_loss, set_requires_grad
@@ -62,13 +66,19 @@ class GeneratorSearch(Run):
         super().__init__(config, run_dir, config.run)
         cfg = config
         scale = cfg.data.scale
+        # The cost (MACs or a latency table's ms), its target window, and the table if one is named; checked before
+        # any data is read, so a missing or short table fails at once.
+        self.cost, self.window, self.latency_table = search_cost(cfg)
+        self.target = self.window.target
+        self.cost_multiplier = 0.0  # cost.control: dual's Lagrange multiplier (signed: the constraint is two-sided)
+        self._log_ratio = 0.0  # log(cost / target) of the last architecture step, for the multiplier's update
         train_half, arch_half = split_halves(load_training_pairs(cfg.data.train, scale))
         self.weight_sampler = PatchSampler(train_half, cfg.data.patch_size, scale, skip_small=cfg.data.skip_small)
         self.arch_sampler = PatchSampler(arch_half, cfg.data.patch_size, scale, skip_small=cfg.data.skip_small)
         self.val_pairs = centre_crop(load_dataset(cfg.data.val, scale, split="val"), cfg.data.val_crop, scale)
         s = cfg.supernet
         self.supernet = GeneratorSupernet(
-            s.nodes, s.channels, scale, s.ops, s.input_window, s.strategy, s.normalize
+            s.nodes, s.channels, scale, s.ops, s.input_window, s.strategy, s.normalize, self.cost
         ).to(self.device)
         self.criterion = GeneratorLoss.from_config(cfg.loss).to(self.device)
         self.perceptual_pretrained = self.criterion.perceptual_pretrained
@@ -84,8 +94,6 @@ class GeneratorSearch(Run):
                 self.discriminator.to(memory_format=torch.channels_last)
         distributed.broadcast_module(self.supernet)
         distributed.broadcast_module(self.discriminator)
-        self.window = MacsWindow.around(cfg.cost.target_macs, scale, cfg.cost.tolerance)
-        self.target = self.window.target_macs
         o = cfg.optim
         self.total_steps = o.epochs * o.steps_per_epoch
         self.arch_start = o.warmup_epochs * o.steps_per_epoch
@@ -111,6 +119,7 @@ class GeneratorSearch(Run):
             "w_optimizer": self.w_optimizer.state_dict(),
             "a_optimizer": self.a_optimizer.state_dict(),
             "d_optimizer": None if self.d_optimizer is None else self.d_optimizer.state_dict(),
+            "cost_multiplier": self.cost_multiplier,
         }
 
     def load_stage_state(self, state: dict[str, Any]) -> None:
@@ -120,6 +129,7 @@ class GeneratorSearch(Run):
             self.d_optimizer.load_state_dict(state["d_optimizer"])
         self.w_optimizer.load_state_dict(state["w_optimizer"])
         self.a_optimizer.load_state_dict(state["a_optimizer"])
+        self.cost_multiplier = float(state.get("cost_multiplier", 0.0))
 
     def replicated_modules(self) -> list:
         return [self.supernet, self.discriminator]
@@ -132,10 +142,23 @@ class GeneratorSearch(Run):
         details = {f"arch/{k}": float(v.detach()) for k, v in losses.items()}
         if with_penalty:
             c = self.cfg.cost
-            macs = self.supernet.argmax_macs() if c.measure == "derived" else self.supernet.expected_macs()
-            penalty, cost = cost_penalty(macs, self.target, c.penalty, c.weight, total, c.dead_zone)
-            total = total + penalty
-            details |= cost | {"cost/penalised_gmacs": float(macs.detach()) / 1e9}
+            value = self.supernet.argmax_cost() if c.measure == "derived" else self.supernet.expected_cost()
+            if c.control == "dual":
+                # The Lagrangian's cost term: weight * loss * lambda * log(cost / target), the loss detached as
+                # log_ratio's is, so lambda is as free of the loss's scale as cost.weight; lambda moves after the step.
+                log_ratio = (value / self.target).log()
+                penalty = c.weight * total.detach() * self.cost_multiplier * log_ratio
+                cost = {"penalty/cost": float(penalty.detach()), "cost/lambda": self.cost_multiplier}
+            else:
+                penalty, cost = cost_penalty(value, self.target, c.penalty, c.weight, total, c.dead_zone)
+            ratio = cost.pop("cost/macs_ratio", float(value.detach()) / self.target)
+            self._log_ratio = math.log(ratio)
+            total = total + penalty.to(total.dtype)
+            details |= cost | {"cost/ratio": ratio}
+            if self.cost.unit == "macs":  # today's tags, kept
+                details |= {"cost/macs_ratio": ratio, "cost/penalised_gmacs": float(value.detach()) / 1e9}
+            else:
+                details["cost/penalised_ms"] = float(value.detach())
         return total, details
 
     def _arch_step(self, train_batch, val_batch) -> dict[str, float]:
@@ -166,6 +189,10 @@ class GeneratorSearch(Run):
         grads_finite = all(torch.isfinite(p.grad).all() for p in self.supernet.arch_parameters())
         if self.guard.ok(self.step, {"arch/l_val_total": loss if grads_finite else torch.tensor(float("nan"))}):
             self.a_optimizer.step()
+            c = self.cfg.cost
+            if c.control == "dual":  # dual ascent on the two-sided constraint log(cost / target) = 0
+                step = self.cost_multiplier + c.dual_lr * self._log_ratio
+                self.cost_multiplier = min(max(step, -c.dual_max), c.dual_max)
         return details | {"arch/l_val_total": float(loss)}
 
     def _set_schedules(self) -> dict[str, float]:
@@ -212,10 +239,10 @@ class GeneratorSearch(Run):
         return {"loss": losses["l_g_total"]} if losses else {}
 
     def derive(self, method: str = "argmax") -> tuple[GeneratorGenotype, dict]:
-        """The derived genotype and the derivation's report (argmax MACs, repair swaps). ``method``: ``argmax``
+        """The derived genotype and the derivation's report (argmax MACs and cost, repair swaps). ``method``: ``argmax``
         (each epoch's history) or ``derive.method`` (the run's result)."""
         c = self.cfg
-        window = None if c.cost.penalty == "none" else (self.window.low, self.window.high)
+        window = None if c.cost.penalty == "none" else (self.window.low, self.window.high)  # in the cost's unit
         scores = self.perturbation_scores() if method == "perturbation" else None
         return self.supernet.derive_with_report(c.supernet.max_skip_nodes, window=window, scores=scores)
 
@@ -244,6 +271,7 @@ class GeneratorSearch(Run):
         genotype, report = self.derive()
         with torch.no_grad():
             expected = float(self.supernet.expected_macs())
+            expected_cost = float(self.supernet.expected_cost())
             op_probs = self.supernet.op_probs()
             entropies = self.supernet.entropies()
         record = {
@@ -256,6 +284,7 @@ class GeneratorSearch(Run):
             "genotype": genotype.to_dict(),
             "argmax_macs_720p": report["argmax_macs"],
             "window_changes": report["window_changes"],
+            **self._latency_record(genotype, report, expected_cost),
             "op_probs": op_probs.cpu().tolist(),
             # How decided the op choices are: the mean over nodes of each node's largest probability.
             "max_prob": float(op_probs.max(dim=1).values.mean()),
@@ -267,13 +296,27 @@ class GeneratorSearch(Run):
         self._log_epoch(writer, record, genotype)
         self.checkpoint()
         log.info(
-            "epoch %d: supernet val Y-PSNR %.2f dB, E[MACs] %.3f G, derived %.3f G / %d params",
+            "epoch %d: supernet val Y-PSNR %.2f dB, E[MACs] %.3f G, derived %.3f G / %d params%s",
             epoch,
             score["psnr_y"],
             expected / 1e9,
             record["derived_macs_720p"] / 1e9,
             record["derived_params"],
+            "" if record.get("derived_ms") is None else f", {record['derived_ms']:.3f} ms predicted",
         )
+
+    def _latency_record(self, genotype: GeneratorGenotype, report: dict, expected_cost: float) -> dict[str, Any]:
+        """An epoch's milliseconds: the derived network's as the table predicts them (with ``cost.unit: latency``
+        also the expected and argmax ones the search steers, and the multiplier); empty without a table."""
+        record: dict[str, Any] = {}
+        if self.latency_table is not None:
+            lr_size = REFERENCE_LR_SIZE[self.cfg.data.scale]
+            record["derived_ms"] = predict_ms(genotype, self.latency_table, lr_size)
+        if self.cost.unit == "ms":
+            record |= {"expected_ms": expected_cost, "argmax_ms": report["argmax_cost"]}
+        if self.cfg.cost.control == "dual":
+            record["cost_multiplier"] = self.cost_multiplier
+        return record
 
     # --- TensorBoard -------------------------------------------------------------------------
 
@@ -292,7 +335,9 @@ class GeneratorSearch(Run):
                     "shape": ["Multiline", ["arch/depth", "arch/nodes_on_stem"]],
                 },
                 "cost": {
-                    "GMACs": ["Multiline", ["cost/derived_gmacs", "cost/expected_gmacs_epoch", "cost/penalised_.*"]]
+                    "GMACs": ["Multiline", ["cost/derived_gmacs", "cost/expected_gmacs_epoch", "cost/penalised_gmacs"]],
+                    "ms": ["Multiline", ["cost/derived_ms", "cost/expected_ms", "cost/penalised_ms"]],
+                    "ratio to the target": ["Multiline", ["cost/ratio"]],
                 },
             }
         )
@@ -326,6 +371,9 @@ class GeneratorSearch(Run):
                 "cost/derived_gmacs": record["derived_macs_720p"] / 1e9,
                 "cost/expected_gmacs_epoch": record["expected_macs_720p"] / 1e9,
                 "cost/derived_params": record["derived_params"],
+                "cost/derived_ms": record.get("derived_ms"),
+                "cost/expected_ms": record.get("expected_ms"),
+                "cost/lambda_epoch": record.get("cost_multiplier"),
                 "arch/max_op_prob": record["max_prob"],
                 "arch/depth": record["depth"],
                 "arch/nodes_on_stem": record["nodes_on_stem"],
@@ -345,22 +393,35 @@ class GeneratorSearch(Run):
                 **(self.history[-1] if self.history else {}),
                 "argmax_macs_720p": report["argmax_macs"],
                 "window_changes": report["window_changes"],
+                **(self._latency_record(genotype, report, float("nan")) if self.cost.unit == "ms" else {}),
             }
         save_genotype(genotype, self.run_dir / run_files.GENERATOR_GENOTYPE)
         if last.get("window_changes"):
+            argmax = last["argmax_ms"] if self.cost.unit == "ms" else last["argmax_macs_720p"]
             log.warning(
-                "the argmax network (%.3f GMACs) is outside the target window: %d node(s) take the most probable "
+                "the argmax network (%s) is outside the target window %s: %d node(s) take the most probable "
                 "ops that fit it",
-                last["argmax_macs_720p"] / 1e9,
+                self.cost.format(argmax),
+                self.window,
                 last["window_changes"],
             )
+        derived_ms = None
+        if self.latency_table is not None:
+            derived_ms = predict_ms(genotype, self.latency_table, REFERENCE_LR_SIZE[self.cfg.data.scale])
         return {
             "genotype": genotype.to_dict(),
             "params": generator_params(genotype),
             "macs_720p": generator_macs(genotype),
-            "target_macs_720p": self.target,
+            "target_macs_720p": self.target if self.cost.unit == "macs" else None,
             "argmax_macs_720p": last.get("argmax_macs_720p"),
             "window_changes": last.get("window_changes", 0),
+            "unit": self.cfg.cost.unit,
+            "derived_ms": derived_ms,  # the table's prediction (corrected where it says so); None without a table
+            "target_ms": self.cfg.cost.target_ms,
+            "argmax_ms": last.get("argmax_ms"),
+            "cost_control": self.cfg.cost.control,
+            "cost_multiplier": self.cost_multiplier if self.cfg.cost.control == "dual" else None,
+            "latency_table": self.cfg.cost.latency_table,
             **search_diagnostics(genotype),
             "max_op_prob": last.get("max_prob"),
             "strategy": self.cfg.supernet.strategy,

@@ -18,6 +18,10 @@ output weights work as gain knobs: the loss wants amplitude, so every node drift
 opens, whatever the quality of the shapes. The derived ``Generator`` stays TPSR-style, without normalisation.
 
 Macro structure, mean shift and upsampler are those of ``darts_sr.nets.networks.Generator``.
+
+The cost (``darts_sr.search.cost``): ``cost`` is a ``Cost``, MACs at the reference size by default or milliseconds
+of a latency table; ``expected_cost``, ``argmax_cost`` and derivation's window rule take it (``expected_macs`` and
+``argmax_macs`` are the MACs ones whatever ``cost`` is).
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ import logging
 import math
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from darts_sr.nets.genotype import GeneratorGenotype, Node, live_nodes, prune
-from darts_sr.nets.networks import REFERENCE_LR_SIZE, MeanShift, Upsampler, generator_macs, upsampler_macs
+from darts_sr.nets.networks import REFERENCE_LR_SIZE, MeanShift, Upsampler, generator_macs
+from darts_sr.search.cost import Cost, best_in_window, expected_cost, macs_cost
 from darts_sr.search.relaxation import (
     MASKED,
     gate_probabilities,
@@ -41,7 +45,7 @@ from darts_sr.search.relaxation import (
     probabilities,
     straight_through,
 )
-from operations import OPS, build_op, conv_macs
+from operations import OPS, build_op
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,7 @@ class GeneratorSupernet(nn.Module):
         input_window: int | None = None,
         strategy: str = "mixed",
         normalize: bool = False,
+        cost: Cost | None = None,
     ):
         super().__init__()
         if nodes < 1:
@@ -96,6 +101,10 @@ class GeneratorSupernet(nn.Module):
             mask[k - 1, lowest:k] = True
         self.register_buffer("input_mask", mask, persistent=False)
         self.register_buffer("op_macs_per_pixel", torch.tensor([float(OPS[o].macs(channels, 1, 1)) for o in ops]))
+        # What the cost penalty and the window rule count: MACs at the reference size unless a search sets another.
+        self.cost = macs_cost(ops, channels, scale) if cost is None else cost
+        if self.cost.ops != self.op_names:
+            raise ValueError(f"the cost is over ops {self.cost.ops}, the supernet's are {self.op_names}")
 
     # --- parameter groups --------------------------------------------------------------------
 
@@ -148,25 +157,35 @@ class GeneratorSupernet(nn.Module):
 
     # --- cost --------------------------------------------------------------------------------
 
-    def argmax_macs(self, lr_height: int | None = None, lr_width: int | None = None) -> Tensor:
-        """Exact MACs of the argmax network (before the skip cap and the budget repair), differentiable by
-        straight-through: the value is what argmax derivation costs, the gradient that of the expected cost there.
-        What the cost penalty acts on, so that it acts on what is derived."""
+    def argmax_cost(self, cost: Cost | None = None) -> Tensor:
+        """The argmax network's cost (before the skip cap and the budget repair; default ``self.cost``),
+        differentiable by straight-through: the value is what argmax derivation costs, the gradient that of the
+        expected cost there. What the cost penalty acts on, so that it acts on what is derived."""
         op_p, in_p, out_p = self.op_probs(), self.input_probs(), self.output_probs()
         op_hard = one_hot_argmax(op_p.masked_fill(self._none_mask(), -1.0))
         out_hard = (out_p > 0.5).to(out_p.dtype)
         if not bool(out_hard.any()):
             out_hard = one_hot_argmax(out_p)
-        return expected_macs(
+        return expected_cost(
             straight_through(op_hard, op_p),
             straight_through(one_hot_argmax(in_p), in_p),
             straight_through(out_hard, out_p),
-            self.op_macs_per_pixel,
-            self.channels,
-            self.scale,
-            lr_height,
-            lr_width,
+            self.cost if cost is None else cost,
         )
+
+    def expected_cost(self, cost: Cost | None = None) -> Tensor:
+        """E[cost] of the derived generator (default ``self.cost``), differentiable in the architecture parameters."""
+        cost = self.cost if cost is None else cost
+        return expected_cost(self.op_probs(), self.input_probs(), self.output_probs(), cost)
+
+    def macs_cost(self, lr_height: int | None = None, lr_width: int | None = None) -> Cost:
+        """MACs at this LR size (default: the scale's 720p output) as a ``Cost``."""
+        default_h, default_w = REFERENCE_LR_SIZE[self.scale]
+        return macs_cost(self.op_names, self.channels, self.scale, (lr_height or default_h, lr_width or default_w))
+
+    def argmax_macs(self, lr_height: int | None = None, lr_width: int | None = None) -> Tensor:
+        """Exact MACs of the argmax network, straight-through (``argmax_cost`` in MACs, whatever ``self.cost``)."""
+        return self.argmax_cost(self.macs_cost(lr_height, lr_width))
 
     def _none_mask(self) -> Tensor:
         """(n_ops,) True for ``none``, which a derived generator may not contain (DARTS drops it too)."""
@@ -174,16 +193,7 @@ class GeneratorSupernet(nn.Module):
 
     def expected_macs(self, lr_height: int | None = None, lr_width: int | None = None) -> Tensor:
         """E[MACs] of the derived generator, differentiable in the architecture parameters."""
-        return expected_macs(
-            self.op_probs(),
-            self.input_probs(),
-            self.output_probs(),
-            self.op_macs_per_pixel,
-            self.channels,
-            self.scale,
-            lr_height,
-            lr_width,
-        )
+        return self.expected_cost(self.macs_cost(lr_height, lr_width))
 
     # --- selection by measurement (DARTS-PT) -------------------------------------------------
 
@@ -247,17 +257,19 @@ class GeneratorSupernet(nn.Module):
         window: tuple[float, float] | None = None,
         scores: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[GeneratorGenotype, dict]:
-        """The most likely discrete generator, dead nodes pruned, and a report: ``argmax_macs`` (before the skip
-        cap and any budget rule), ``window_changes`` (nodes whose op the window selection changed),
-        ``repair_swaps`` (ops the repair changed) and ``over_budget`` (still above ``max_macs`` after it).
+        """The most likely discrete generator, dead nodes pruned, and a report: ``argmax_macs`` and ``argmax_cost``
+        (in ``self.cost``'s unit; both before the skip cap and any budget rule), ``cost`` (the derived generator's),
+        ``window_changes`` (nodes whose op the window selection changed), ``repair_swaps`` (ops the repair changed)
+        and ``over_budget`` (still above ``max_macs`` after it).
 
         ``none`` is never chosen (a node that computes nothing is expressed by not reading it).
 
         ``max_skip_nodes`` caps parameter-free ``skip`` nodes (P-DARTS's remedy for DARTS's drift
         toward skip): the least confident skips above the cap take their best other op.
-        ``window=(low, high)``: when the argmax network's MACs fall outside it, the ops of the live nodes are
-        chosen as the most probable combination (largest sum of log-probabilities) whose MACs lie inside it,
-        exactly, by dynamic programming over the nodes (inputs and outputs stay the argmax ones).
+        ``window=(low, high)``, in ``self.cost``'s unit (MACs, or ms as the table predicts them, corrected where the
+        table says so): when the argmax network's cost falls outside it, the ops of the live nodes are chosen as the
+        most probable combination (largest sum of log-probabilities) whose cost lies inside it, exactly, by dynamic
+        programming over the nodes (``darts_sr.search.cost.best_in_window``; inputs and outputs stay the argmax ones).
         ``max_macs`` (the older rule) makes cheaper choices, least costly in probability first, until the
         derived generator fits.
         ``scores=(op_scores, input_scores)`` (``perturbation_scores``) replace the log-probabilities as what each
@@ -282,24 +294,25 @@ class GeneratorSupernet(nn.Module):
             return prune(nodes, outputs, self.channels, self.scale)
 
         argmax_macs = generator_macs(genotype(choice))
+        argmax_cost = self.cost.of_genotype(genotype(choice))
         skip = self.op_names.index("skip") if "skip" in self.op_names else None
         if max_skip_nodes is not None and skip is not None:
             live_skips = sorted((k - 1 for k in live if choice[k - 1] == skip), key=lambda k: -op_score[k, skip].item())
             for k in live_skips[max_skip_nodes:]:
                 choice[k] = next(o for o in op_score[k].argsort(descending=True).tolist() if o != skip)
         changes = 0
-        if window is not None and not window[0] <= generator_macs(genotype(choice)) <= window[1]:
-            fixed = generator_macs(genotype(choice)) - self._body_macs(choice, live)
-            within = self._best_in_window(op_score, live, window, fixed, max_skip_nodes, skip)
+        cost = self.cost
+        if window is not None and not window[0] <= cost.of_genotype(genotype(choice)) <= window[1]:
+            within = best_in_window(op_score, live, window, cost, len(outputs), max_skip_nodes, skip)
             changes = sum(choice[k] != within[k] for k in range(self.num_nodes))
             choice = within
-            if not window[0] <= generator_macs(genotype(choice)) <= window[1]:
+            if not window[0] <= cost.of_genotype(genotype(choice)) <= window[1]:
                 log.warning(
-                    "derive: no choice of ops for the %d live nodes fits %.3f-%.3f GMACs; the nearest costs %.3f",
+                    "derive: no choice of ops for the %d live nodes fits %s-%s; the nearest costs %s",
                     len(live),
-                    window[0] / 1e9,
-                    window[1] / 1e9,
-                    generator_macs(genotype(choice)) / 1e9,
+                    cost.format(window[0]).split()[0],
+                    cost.format(window[1]),
+                    cost.format(cost.of_genotype(genotype(choice))).split()[0],
                 )
         swaps = 0
         if max_macs is not None:
@@ -318,59 +331,15 @@ class GeneratorSupernet(nn.Module):
                 swaps,
                 ", and it is still over the budget" if over else "",
             )
-        report = {"argmax_macs": argmax_macs, "window_changes": changes, "repair_swaps": swaps, "over_budget": over}
+        report = {
+            "argmax_macs": argmax_macs,
+            "argmax_cost": argmax_cost,
+            "cost": self.cost.of_genotype(derived),
+            "window_changes": changes,
+            "repair_swaps": swaps,
+            "over_budget": over,
+        }
         return derived, report
-
-    def _body_macs(self, choice: list[int], live: list[int]) -> int:
-        h, w = REFERENCE_LR_SIZE[self.scale]
-        return int(sum(int(self.op_macs_per_pixel[choice[k - 1]]) for k in live)) * h * w
-
-    def _best_in_window(
-        self,
-        op_score: Tensor,
-        live: list[int],
-        window: tuple[float, float],
-        fixed: int,
-        max_skips: int | None,
-        skip: int | None,
-    ) -> list[int]:
-        """Per node, the op of the combination with the largest summed score (log-probability, or a measured
-        score) whose MACs lie in ``window`` (skip cap kept). When no combination of ops for these live nodes lands
-        in the window (op granularity: five nodes cannot make TPSR's MACs within 3%), the combination of the
-        achievable cost nearest the window, so a derived network never lands far off the target silently."""
-        h, w = REFERENCE_LR_SIZE[self.scale]
-        cost = [int(c) for c in self.op_macs_per_pixel.tolist()]
-        options = [o for o, name in enumerate(self.op_names) if name != "none"]
-        low = max(0, math.ceil((window[0] - fixed) / (h * w)))
-        high = max(0, math.floor((window[1] - fixed) / (h * w)))  # bounds on the live nodes' MACs per LR pixel
-        top = max(high, len(live) * max(cost[o] for o in options))  # every achievable cost, in the window or not
-        log_p = op_score.tolist()
-        skips = len(live) if max_skips is None else min(max_skips, len(live))
-        best = np.full((skips + 1, top + 1), -np.inf)  # best[s, m]: largest summed score, s skips, m MACs/pixel
-        best[0, 0] = 0.0
-        back = []
-        for k in live:
-            new = np.full_like(best, -np.inf)
-            arg = np.full(best.shape, -1, dtype=np.int16)
-            for o in options:
-                c, ds = cost[o], int(o == skip)
-                cand = np.full_like(best, -np.inf)
-                cand[ds:, c:] = best[: skips + 1 - ds, : top + 1 - c] + log_p[k - 1][o]
-                better = cand > new
-                new[better], arg[better] = cand[better], o
-            best = new
-            back.append(arg)
-        reachable = np.isfinite(best).any(axis=0).nonzero()[0]
-        distance = np.maximum(low - reachable, 0) + np.maximum(reachable - high, 0)  # 0 inside the window
-        allowed = reachable[distance == distance.min()]
-        s, i = np.unravel_index(np.argmax(best[:, allowed]), best[:, allowed].shape)
-        m = int(allowed[i])
-        choice = op_score.argmax(dim=1).tolist()
-        for k, arg in zip(reversed(live), reversed(back)):
-            o = int(arg[s, m])
-            choice[k - 1] = o
-            s, m = s - int(o == skip), m - cost[o]
-        return choice
 
     def _cheapest_downgrade(self, choice: list[int], live: list[int], op_p: Tensor, exclude: int | None):
         """(node, op): the cheaper op that gives up least probability per MAC saved, or None."""
@@ -413,7 +382,8 @@ def expected_macs(
     lr_height: int | None = None,
     lr_width: int | None = None,
 ) -> Tensor:
-    """Expected MACs of the derived generator, counting only nodes the output depends on.
+    """Expected MACs of the derived generator, counting only nodes the output depends on
+    (``darts_sr.search.cost.expected_cost`` with MACs per LR pixel ``op_macs_per_pixel``).
 
     Node k is live when it feeds the output or a live later node reads it; treating choices as
     independent, ``live_k = 1 - (1 - out_k) * prod_{j>k} (1 - live_j * P(input_j = k))``.
@@ -421,14 +391,7 @@ def expected_macs(
     """
     default_h, default_w = REFERENCE_LR_SIZE[scale]
     h, w = lr_height or default_h, lr_width or default_w
-    n = op_probs.shape[0]
-    live: list[Tensor] = [None] * n  # type: ignore[list-item]
-    for k in reversed(range(n)):
-        not_read = 1 - output_probs[k]
-        for j in range(k + 1, n):
-            not_read = not_read * (1 - live[j] * input_probs[j, k + 1])
-        live[k] = 1 - not_read
-    per_node = op_probs @ op_macs_per_pixel  # (N,) MACs per LR pixel
-    body = (torch.stack(live) * per_node).sum() * (h * w)
-    fixed = conv_macs(3, channels, 3, h, w) + channels * h * w + upsampler_macs(channels, scale, h, w)
-    return body + fixed
+    ops = tuple(f"op{i}" for i in range(len(op_macs_per_pixel)))
+    fixed = macs_cost((), channels, scale, (h, w)).fixed
+    cost = Cost("macs", ops, tuple(op_macs_per_pixel.tolist()), h * w, fixed)
+    return expected_cost(op_probs, input_probs, output_probs, cost)

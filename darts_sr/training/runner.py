@@ -29,7 +29,7 @@ import yaml
 from torch import Tensor, nn
 
 from darts_sr import distributed, run_files
-from darts_sr.config import RunConfig, to_dict
+from darts_sr.config import ConfigError, RunConfig, from_dict, to_dict
 from darts_sr.errors import StopRequested, UserError
 from darts_sr.io import atomic_torch_save, atomic_write_text, load_checkpoint
 from darts_sr.run_files import StageFiles
@@ -243,6 +243,10 @@ class Run(abc.ABC):
         # Only the same work may continue: a checkpoint of another config (less where and how loudly it ran) would be
         # resumed into a run that is neither the old one nor the new one.
         mine, theirs = to_dict(self.cfg), dict(state.get("config", {}))
+        try:  # a key added to the config since the checkpoint was written reads as its default (e.g. cost.unit)
+            theirs = to_dict(from_dict(type(self.cfg), theirs))
+        except ConfigError:  # a key since removed or retyped: compared as written, so it differs
+            pass
         for section in self.free_on_resume:
             mine.pop(section, None)
             theirs.pop(section, None)
