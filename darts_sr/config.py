@@ -409,6 +409,15 @@ class PhaseConfig:
     loss: LossConfig = dataclasses.field(default_factory=_pixel_loss)
     warmup_steps: int = 0  # linear warm-up of the learning rate from 0, then the cosine over the remaining steps
     ema: float | None = None  # decay of an exponential moving average of the weights, validated and kept; None = off
+    # Which validated model the phase keeps (fixed before training, judged on data.val only): default = the pixel
+    # phase's best Y-PSNR and the GAN phase's last; lowest_niqe = the lowest NIQE among validations with Y-PSNR >=
+    # psnr_floor (dB), none if no validation reaches the floor.
+    keep: typing.Literal["default", "best_psnr", "last", "lowest_niqe"] = "default"
+    psnr_floor: float | None = None
+
+    def __post_init__(self):
+        if self.keep == "lowest_niqe" and self.psnr_floor is None:
+            raise ConfigError("psnr_floor: required with keep: lowest_niqe (the Y-PSNR a kept model must reach)")
 
 
 def _gan_phase() -> PhaseConfig:

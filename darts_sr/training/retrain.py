@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from darts_sr import distributed, run_files
-from darts_sr.config import TrainConfig, to_dict
+from darts_sr.config import PhaseConfig, TrainConfig, to_dict
 from darts_sr.data import PatchSampler, centre_crop, load_dataset, load_training_pairs
 from darts_sr.evaluation.metrics import METRICS, MetricSettings, create_scorers
 from darts_sr.evaluation.scoring import evaluate_pairs
@@ -40,6 +40,31 @@ from darts_sr.training.schedules import ema_decay, warmup_cosine
 from darts_sr.training.tensorboard_logs import Writer, as_markdown, log_samples, log_scalars
 
 log = logging.getLogger(__name__)
+
+
+DEFAULT_KEEP = {"pixel": "best_psnr", "gan": "last"}
+
+
+def chosen_validation(history: list[dict], rule: str, psnr_floor: float | None = None) -> int | None:
+    """Index in ``history`` (one phase's validation records) of the model the rule keeps, or None: ``best_psnr``
+    (the highest Y-PSNR, the first of equals), ``last``, ``lowest_niqe`` (the lowest NIQE among records with Y-PSNR
+    >= ``psnr_floor``; None when none reaches it)."""
+    if not history:
+        return None
+    if rule == "best_psnr":
+        return max(range(len(history)), key=lambda i: (history[i]["psnr_y"], -i))
+    if rule == "last":
+        return len(history) - 1
+    if rule == "lowest_niqe":
+        if psnr_floor is None:
+            raise ValueError("keep: lowest_niqe needs psnr_floor")
+        ok = [i for i, h in enumerate(history) if h["psnr_y"] >= psnr_floor and h.get("niqe") is not None]
+        return min(ok, key=lambda i: (history[i]["niqe"], i)) if ok else None
+    raise ValueError(f"unknown keep rule {rule!r}")
+
+
+def keep_rule(name: str, phase: PhaseConfig) -> str:
+    return DEFAULT_KEEP[name] if phase.keep == "default" else phase.keep
 
 
 class Retrainer(Run):
@@ -222,11 +247,15 @@ class Retrainer(Run):
             if value is not None:
                 writer.add_scalar(f"val/{name}", value, self.step)
         log_samples(writer, self.kept, self.val_pairs[: self.cfg.run.samples], self.step, self.device)
-        if phase == "pixel" and score["psnr_y"] > self.best_psnr:
-            self.best_psnr = score["psnr_y"]
-            atomic_torch_save(self._model_file(record), self.run_dir / run_files.MODEL_PIXEL)
-        if phase == "gan" and phase_end:
-            atomic_torch_save(self._model_file(record), self.run_dir / run_files.MODEL_GAN)
+        if phase == "pixel":
+            self.best_psnr = max(self.best_psnr, score["psnr_y"])
+        config = self.cfg.pixel_phase if phase == "pixel" else self.cfg.gan_phase
+        rule = keep_rule(phase, config)
+        mine = [h for h in self.history if h["phase"] == phase]
+        if rule != "last" or phase_end:  # "last" writes once, at the end
+            if chosen_validation(mine, rule, config.psnr_floor) == len(mine) - 1:
+                file = run_files.MODEL_PIXEL if phase == "pixel" else run_files.MODEL_GAN
+                atomic_torch_save(self._model_file(record), self.run_dir / file)
         self.checkpoint()
         shown = ", ".join(
             f"{METRICS[n].label} {v:.{METRICS[n].digits}f}" for n, v in score.values.items() if v is not None

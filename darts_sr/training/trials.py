@@ -39,7 +39,7 @@ from darts_sr.io import atomic_write_text, file_sha256
 from darts_sr.nets.discriminator import DiscriminatorGenotype, load_discriminator_genotype
 from darts_sr.nets.genotype import GeneratorGenotype, save_genotype
 from darts_sr.nets.networks import generator_macs, generator_params
-from darts_sr.training.retrain import Retrainer
+from darts_sr.training.retrain import DEFAULT_KEEP, Retrainer, chosen_validation, keep_rule
 from darts_sr.training.runner import prepare_run_folder, save_config
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,10 @@ MODEL_FILES = {"pixel": run_files.MODEL_PIXEL, "gan": run_files.MODEL_GAN}
 NEUTRAL_KEYS: dict[str, Any] = {
     "pixel_phase.loss.feature_matching": 0.0,
     "gan_phase.loss.feature_matching": 0.0,
+    "pixel_phase.keep": "default",
+    "gan_phase.keep": "default",
+    "pixel_phase.psnr_floor": None,
+    "gan_phase.psnr_floor": None,
 }
 
 
@@ -143,7 +147,7 @@ class Trial:
             section = data
             for part in path:
                 section = section[part]
-            if section.get(key) == neutral:
+            if key in section and section[key] == neutral:
                 del section[key]
         return {
             "genotype": self.genotype.to_dict(),
@@ -206,7 +210,7 @@ class Trial:
             if evaluator is not None and (Path(run_dir) / file).is_file()
         }
         selection = selection_name(self.recipe)
-        for phase, score in selection_scores(summary, selection).items():
+        for phase, score in selection_scores(summary, selection, self.trained_recipe()).items():
             scores.setdefault(phase, {})[selection] = score
         return TrialRecord(
             key=self.key(),
@@ -273,14 +277,17 @@ def refuse_reported_validation(recipe: TrainConfig, benchmarks: list[tuple[str, 
             )
 
 
-def selection_scores(summary: dict, selection: str) -> dict[str, dict]:
-    """Per phase, the validation record of the model kept: the pixel phase's best Y-PSNR, the GAN phase's last."""
+def selection_scores(summary: dict, selection: str, recipe: TrainConfig | None = None) -> dict[str, dict]:
+    """Per phase, the validation record of the model kept, by the phase's ``keep`` rule (default: the pixel phase's
+    best Y-PSNR, the GAN phase's last)."""
     out = {}
-    pixel = [h for h in summary["val_history"] if h["phase"] == "pixel"]
-    gan = [h for h in summary["val_history"] if h["phase"] == "gan"]
-    for phase, chosen in (("pixel", max(pixel, key=lambda h: h["psnr_y"], default=None)), ("gan", (gan or [None])[-1])):
-        if chosen is not None:
-            out[phase] = {"dataset": selection, **{k: v for k, v in chosen.items() if k != "phase"}}
+    for phase in ("pixel", "gan"):
+        config = None if recipe is None else getattr(recipe, f"{phase}_phase")
+        rule = DEFAULT_KEEP[phase] if config is None else keep_rule(phase, config)
+        history = [h for h in summary["val_history"] if h["phase"] == phase]
+        index = chosen_validation(history, rule, None if config is None else config.psnr_floor)
+        if index is not None:
+            out[phase] = {"dataset": selection, **{k: v for k, v in history[index].items() if k != "phase"}}
     return out
 
 

@@ -10,14 +10,15 @@ import pytest
 import torch
 
 from conftest import TPSR_DIR, run_cli, small_genotype, write_tiny_train_yaml
-from darts_sr.config import TrainConfig, load_config
+from darts_sr.config import ConfigError, TrainConfig, load_config
 from darts_sr.data import DataError, ImagePair, PatchSampler
 from darts_sr.io import file_sha256, load_checkpoint
 from darts_sr.nets.discriminator import SRGAN_DISCRIMINATOR
 from darts_sr.nets.genotype import TPSR, live_nodes, save_genotype
 from darts_sr.nets.networks import MacsWindow, generator_macs
 from darts_sr.search.sampling import SamplingError, matched_random_genotypes, sample_genotype
-from darts_sr.training.retrain import Retrainer
+from darts_sr.training import trials
+from darts_sr.training.retrain import Retrainer, chosen_validation
 from darts_sr.training.runner import RunFolderError, StopRequested, prepare_run_folder
 from darts_sr.training.schedules import cosine, ema_decay, warmup_cosine
 from operations import GENERATOR_SEARCH_SPACE
@@ -196,3 +197,35 @@ def test_train_from_given_weights_runs_only_the_gan_phase(tmp_path, tiny_yaml):
     )
     assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "TPSR_NOGANX4.pt" in refused.stderr and not (tmp_path / "x").exists()
+
+
+def test_keep_rules_choose_from_the_validation_history():
+    history = [
+        {"psnr_y": 27.0, "niqe": 7.0},
+        {"psnr_y": 26.5, "niqe": 5.0},
+        {"psnr_y": 25.0, "niqe": 4.0},
+        {"psnr_y": 27.0, "niqe": 6.0},
+    ]
+    assert chosen_validation(history, "best_psnr") == 0  # the first of equals
+    assert chosen_validation(history, "last") == 3
+    assert (
+        chosen_validation(history, "lowest_niqe", 26.0) == 1 and chosen_validation(history, "lowest_niqe", 27.5) is None
+    )
+    with pytest.raises(ConfigError, match="psnr_floor: required with keep: lowest_niqe"):
+        load_config(TrainConfig, None, ["gan_phase.keep=lowest_niqe"])
+
+
+def test_the_gan_phase_keeps_the_model_its_rule_chose(tmp_path, one_thread):
+    yaml_file = write_tiny_train_yaml(
+        tmp_path / "k.yaml",
+        gan_phase={"steps": 6, "keep": "lowest_niqe", "psnr_floor": 0.0},
+        val_every=2,
+        data={"val_crop": 0},
+    )
+    config = load_config(TrainConfig, yaml_file)
+    run = Retrainer(config, SMALL, SRGAN_DISCRIMINATOR, prepare_run_folder(tmp_path / "run", False, False))
+    summary = run.run()
+    gan = [h for h in summary["val_history"] if h["phase"] == "gan"]
+    best = min(gan, key=lambda h: h["niqe"])
+    assert load_checkpoint(tmp_path / "run" / "model_gan.pt")["val"]["step"] == best["step"]
+    assert trials.selection_scores(summary, "val", config)["gan"]["step"] == best["step"]
