@@ -17,6 +17,8 @@ declare -A RECIPE=(
   [p48_b8_5k_ema]="data.patch_size=48 data.batch_size=8 pixel_phase.steps=5000 val_every=1000 pixel_phase.ema=0.999 pixel_phase.warmup_steps=250"
   [p32_b16_6k_ema]="data.patch_size=32 data.batch_size=16 pixel_phase.steps=6000 val_every=1000 pixel_phase.ema=0.999 pixel_phase.warmup_steps=250"
   [p48_b4_12k]="data.patch_size=48 data.batch_size=4 pixel_phase.steps=12000 val_every=2000"
+  # The long recipe the chosen one is validated against on the matched ladder (4x p48_b4_6k's compute).
+  [p48_b4_24k]="data.patch_size=48 data.batch_size=4 pixel_phase.steps=24000 val_every=2000"
 )
 # The queue, in order: a cheap screen of each recipe on the cost ladder (one seed), then the width ladder (two seeds)
 # of the recipes that look best. "recipe ladder seeds" per line; a job's trials are split between the shards.
@@ -27,6 +29,8 @@ QUEUE=(
   "p48_b8_5k_ema cost 1"
   "p48_b4_6k width 2"
   "p64_b4_5k_ema width 2"
+  "p48_b4_6k matched 2"
+  "p48_b4_24k matched 1"
   "short width 2"
   "p32_b16_6k_ema cost 1"
   "p48_b4_12k cost 1"
@@ -37,7 +41,7 @@ run() {  # run NAME LADDER SEEDS
   local sets=(--set gan_phase.steps=0 --set data.skip_small=true)
   for kv in ${RECIPE[$name]}; do sets+=(--set "$kv"); done
   (cd "$root" && "$py" -m darts_sr.experiments.calibrate --config compare_cpu "${sets[@]}" --ladder "$ladder" \
-      --seeds "$seeds" --ladders "$results/ladders" --out "$results/$name" --shard "$shard")
+      --seeds "$seeds" --ladders "$results/ladders" --out "$results/$name" --reuse "$results/$name" --shard "$shard")
 }
 
 for job in "${QUEUE[@]}"; do run $job; done
