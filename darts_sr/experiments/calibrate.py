@@ -221,6 +221,7 @@ def recipe_summary(folder: Path) -> dict:
         "ema": recipe["pixel_phase"].get("ema"),
         "pools": sorted(recipe["data"]["train"]),
     }
+    out["rung_gmacs"] = {r.extra["rung"]: r.macs_720p / 1e9 for r in records if "rung" in r.extra}
     width = by_rung(records, "width")
     floors = [v for v in width.values() if len(v) > 1]
     floor = stats.pooled_sd(floors)
@@ -312,10 +313,25 @@ def report(folders: list[Path], long: Path | None = None, figure: Path | None = 
 
 def draw(rows: list[dict], path: Path) -> None:
     """Discriminating power against minutes per TPSR-sized model: the cost ladder's tau and the width ladder's
-    smallest adjacent gap in noise floors, one point per recipe."""
+    smallest adjacent gap in noise floors, one point per recipe; and the ladders themselves, holdout Y-PSNR against
+    MACs, one line per recipe."""
     from darts_sr.search.plots import plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")
+    for r in rows:
+        for ladder, style in (("cost", "-o"), ("width", "--s")):
+            rungs = r.get(ladder, {}) if ladder == "cost" else r["width"]
+            if rungs:
+                gmacs = [r["rung_gmacs"][k] for k in rungs]
+                axes[2].plot(gmacs, [v["mean"] for v in rungs.values()], style, label=f"{r['name']} {ladder}")
+    axes[2].set_xscale("log")
+    ticks = sorted({round(g, 1) for r in rows for g in r["rung_gmacs"].values()})
+    axes[2].set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=7)
+    axes[2].minorticks_off()
+    axes[2].set_xlabel("GMACs for a 1280x720 output (log)", fontsize=8)
+    axes[2].set_ylabel("holdout Y-PSNR (dB), mean over seeds", fontsize=8)
+    axes[2].grid(True, linewidth=0.4, alpha=0.5)
+    axes[2].legend(fontsize=7)
     for ax, key, label, line in (
         (axes[0], "cost_tau", "cost ladder: Kendall τ (holdout PSNR vs MACs)", 0.8),
         (axes[1], "width_min_gap_floors", "width ladder: smallest adjacent gap / noise floor", 2.0),
