@@ -77,3 +77,57 @@ def write_tiny_train_yaml(path: Path, **sections) -> Path:
         data[section] = values if not isinstance(values, dict) else {**data.get(section, {}), **values}
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def write_latency_table(
+    path: Path,
+    op_ms: dict[str, float],
+    stem_ms: float,
+    upsampler_ms: float,
+    output_ms: tuple[float, ...],
+    sizes: tuple[tuple[int, int], ...],
+    channels: tuple[int, ...] = (4,),
+    correction: dict | None = None,
+) -> Path:
+    """A x4 latency table as ``darts-sr latency-table`` writes it, by hand: the same ms at every channel count in
+    ``channels`` and every LR size in ``sizes``."""
+    import json
+
+    shapes = [(c, h, w) for c in channels for h, w in sizes]
+    rows = lambda name, value: [  # noqa: E731
+        {"channels": c, "lr_height": h, "lr_width": w, name: value} for c, h, w in shapes
+    ]
+    data = {
+        "kind": "latency_table",
+        "format": 1,
+        "scale": 4,
+        "provenance": {
+            "backend": "eager",
+            "threads": 1,
+            "device": "cpu",
+            "repeats": 1,
+            "warmup": 0,
+            "torch_version": "hand-made",
+            "onnxruntime_version": None,
+            "cpu_model": "none",
+            "cpu_cores": 1,
+            "gpu": None,
+            "platform": "test",
+            "python_version": "3",
+            "load_before": [0.0, 0.0, 0.0],
+            "load_after": [0.0, 0.0, 0.0],
+            "date": "2024-01-01T00:00:00+00:00",
+        },
+        "ops": [
+            {"op": op, "channels": c, "lr_height": h, "lr_width": w, "ms": ms}
+            for op, ms in op_ms.items()
+            for c, h, w in shapes
+        ],
+        "stem": rows("ms", stem_ms),
+        "upsampler": rows("ms", upsampler_ms),
+        "output": rows("ms_by_outputs", list(output_ms)),
+        "correction": correction,
+        "validation": None,
+    }
+    path.write_text(json.dumps(data, indent=2))
+    return path

@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "search": ("darts_sr.commands.search", "architecture search (stage 1 generator, stage 2 discriminator)"),
     "train": ("darts_sr.commands.train", "retrain a genotype from scratch: pixel phase, then perceptual-adversarial"),
     "evaluate": ("darts_sr.commands.evaluate", "score a generator on benchmarks: Y-PSNR/SSIM, LPIPS, NIQE, MACs"),
-    "compare": ("darts_sr.experiments.compare", "searched genotype vs TPSR vs random genotypes of matched MACs"),
+    "compare": ("darts_sr.experiments.compare", "searched genotype vs TPSR vs random genotypes of matched MACs or ms"),
     "compare-discriminators": (
         "darts_sr.experiments.discriminator_compare",
         "one generator fine-tuned against stage 2's pick vs reference vs random Ds",

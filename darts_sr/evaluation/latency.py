@@ -432,7 +432,7 @@ def provenance(
     )
 
 
-def _warn_if_loaded(load: Sequence[float], threads: int) -> bool:
+def warn_if_loaded(load: Sequence[float], threads: int) -> bool:
     """Warns (and says True) when other processes' load leaves fewer cores than ``threads`` free."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     loaded = load[0] + threads > cores
@@ -524,7 +524,7 @@ def build_table(
         raise ConfigError(f"LR size {h}x{w}: must be positive")
 
     load_before = os.getloadavg()
-    loaded = _warn_if_loaded(load_before, threads)
+    loaded = warn_if_loaded(load_before, threads)
     fns: dict[tuple, Callable[[], object]] = {}
     notes, free = [], []
     with torch.random.fork_rng(devices=[]):
@@ -577,7 +577,7 @@ def build_table(
         table.upsampler[(c, h, w)] = median[("upsampler", c)]
         table.output[(c, h, w)] = tuple(median[("output", c, k)] for k in range(1, max_outputs + 1))
     if not loaded:
-        _warn_if_loaded(table.provenance.load_after, threads)
+        warn_if_loaded(table.provenance.load_after, threads)
     return table
 
 
@@ -672,7 +672,7 @@ def validate(
     if len(sizes) != 1:
         raise LatencyTableError(f"validate: the genotypes resolve to several LR sizes {sorted(sizes)}; name one")
     load_before = os.getloadavg()
-    _warn_if_loaded(load_before, prov.threads)
+    warn_if_loaded(load_before, prov.threads)
     measured = np.array(measure_many(genotypes, prov.backend, prov.threads, sizes.pop(), repeats, warmup, prov.device))
     n = len(genotypes)
     rho, p = spearmanr(predicted, measured) if n >= 3 else (math.nan, math.nan)

@@ -2,10 +2,12 @@
 
 A results folder (``results/<experiment>/``, small enough to commit) holds::
 
-    experiment.json        what was asked: recipe and its hash, the validation slice, target MACs and window, models
+    experiment.json        what was asked: recipe and its hash, the validation slice, the random genotypes' window
+                           (target MACs, or target ms with the latency table and each model's predicted ms), models
     <model>_seed<k>.json   one finished model: genotype, recipe hash, seed, metrics per phase and dataset
     bicubic.json           bicubic upscaling on each benchmark (the floor line of the plot)
-    report.md, summary.json, psnr_vs_macs.png   written by ``report()`` from the files above, no training
+    report.md, summary.json, psnr_vs_macs.png (psnr_vs_ms.png at matched latency)   written by ``report()`` from the
+                           files above, no training
 
 A record holds ``model``, ``group`` (searched, random, tpsr), ``seed``, ``source``, ``genotype``, ``params``,
 ``macs_720p``, ``recipe_hash`` (the recipe less its run section: equal recipes hash equal on any machine),
@@ -33,7 +35,7 @@ from darts_sr.nets.genotype import GeneratorGenotype
 from darts_sr.search.generator_stage import search_diagnostics
 
 EXPERIMENT, BICUBIC = "experiment.json", "bicubic.json"
-REPORT, SUMMARY, PLOT = "report.md", "summary.json", "psnr_vs_macs.png"
+REPORT, SUMMARY, PLOT, PLOT_MS = "report.md", "summary.json", "psnr_vs_macs.png", "psnr_vs_ms.png"
 GROUPS = ("searched", "baseline", "random", "tpsr")
 RESAMPLES, BOOTSTRAP_SEED = 10_000, 0
 
@@ -103,6 +105,8 @@ class Genotype:
     genotype: dict
     params: int
     macs: float
+    predicted_ms: float | None = None  # at matched latency: the experiment's prediction (and timing) of this model
+    measured_ms: float | None = None
     seeds: list[int] = field(default_factory=list)
     values: dict[tuple[str, str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
 
@@ -134,6 +138,20 @@ def by_genotype(records: list[dict]) -> list[Genotype]:
 def _natural(name: str) -> tuple:
     head, _, tail = name.rpartition("_")
     return (head, int(tail)) if tail.isdigit() else (name, -1)
+
+
+def latency_window(experiment: dict) -> tuple[float, float] | None:
+    """``(target_ms, tolerance)`` when the experiment matched latency (``compare --target-ms``), else None."""
+    return (experiment["target_ms"], experiment["tolerance"]) if experiment.get("target_ms") else None
+
+
+def attach_latency(genotypes: list[Genotype], experiment: dict) -> None:
+    """Each genotype's predicted (and measured) ms from ``experiment.json``, where it names the same genotype."""
+    models = experiment.get("models", {})
+    for g in genotypes:
+        m = models.get(g.model)
+        if m is not None and m.get("genotype") == g.genotype:
+            g.predicted_ms, g.measured_ms = m.get("predicted_ms"), m.get("measured_ms")
 
 
 def phases_and_datasets(genotypes: list[Genotype], experiment: dict) -> tuple[list[str], list[str]]:
@@ -234,6 +252,9 @@ def report(folder: Path, versus: Path | None = None) -> str:
         raise RecordError(f"{folder}: no records (<model>_seed<k>.json) to report")
     bicubic = read_json(folder / BICUBIC) if (folder / BICUBIC).is_file() else {}
     genotypes = by_genotype(records)
+    latency = latency_window(experiment)
+    if latency:
+        attach_latency(genotypes, experiment)
     selection = experiment.get("selection")
     phases, datasets = phases_and_datasets(genotypes, experiment)
     summary: dict = {
@@ -244,6 +265,8 @@ def report(folder: Path, versus: Path | None = None) -> str:
         "statistics": [],
         "proxy": [],
     }
+    if latency:
+        summary["latency_window"] = {"target_ms": latency[0], "tolerance": latency[1]}
     for phase in phases:
         for dataset in datasets:
             found = group_statistics(genotypes, phase, dataset)
@@ -262,7 +285,7 @@ def report(folder: Path, versus: Path | None = None) -> str:
     atomic_write_text(folder / REPORT, text)
     benchmarks = [d for d in datasets if d != selection]
     if benchmarks:
-        plot(genotypes, phases, benchmarks, bicubic, experiment, folder / PLOT)
+        plot(genotypes, phases, benchmarks, bicubic, experiment, folder / (PLOT_MS if latency else PLOT))
     return text
 
 
@@ -291,12 +314,23 @@ def genotype_table(genotypes: list[Genotype], phase: str, datasets: list[str], s
         if (d != selection or m == "psnr_y") and any(g.values.get((phase, d, m)) for g in genotypes)
     ]
     names = [f"{d}{' (selection)' if d == selection else ''} {METRICS[m].label}" for d, m in columns]
+    latency = [
+        (label, attr)
+        for label, attr in (("predicted ms", "predicted_ms"), ("measured ms", "measured_ms"))
+        if any(getattr(g, attr) is not None for g in genotypes)
+    ]  # at matched latency only: a MACs experiment's table is as it always was
     lines = [
-        "| model | group | params | GMACs@720p | depth | seeds | " + " | ".join(names) + " |",
-        "|" + "---|" * (6 + len(columns)),
+        "| model | group | params | GMACs@720p | "
+        + "".join(f"{label} | " for label, _ in latency)
+        + "depth | seeds | "
+        + " | ".join(names)
+        + " |",
+        "|" + "---|" * (6 + len(latency) + len(columns)),
     ]
     for g in genotypes:
-        cells = [g.model, g.group, f"{g.params:,}", f"{g.macs / 1e9:.3f}", str(g.depth), str(len(g.seeds))]
+        cells = [g.model, g.group, f"{g.params:,}", f"{g.macs / 1e9:.3f}"]
+        cells += ["n/a" if getattr(g, attr) is None else f"{getattr(g, attr):.3f}" for _, attr in latency]
+        cells += [str(g.depth), str(len(g.seeds))]
         cells += [_cell(g.values.get((phase, d, m), []), m) for d, m in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -332,8 +366,9 @@ def statistics_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def verdict(s: dict) -> str | None:
-    """One sentence: did the searched genotypes beat the random ones here, by how much, and how sure is that."""
+def verdict(s: dict, matched: str = "MACs") -> str | None:
+    """One sentence: did the searched genotypes beat the random ones here (of matched ``matched``: MACs or latency),
+    by how much, and how sure is that."""
     gap, mw = s.get("gap"), s.get("mann_whitney")
     if gap is None:
         return None
@@ -345,9 +380,9 @@ def verdict(s: dict) -> str | None:
     floor = "" if s["noise_floor"] is None else f"; noise floor {s['noise_floor']:.3f} dB"
     tail = f"one-sided Mann–Whitney p = {mw['p']:.3g}{floor}"
     if gap["low"] > 0:
-        return f"{where}: the searched genotypes beat random ones of matched MACs by {ci}, {tail}."
+        return f"{where}: the searched genotypes beat random ones of matched {matched} by {ci}, {tail}."
     if gap["high"] < 0:
-        return f"{where}: the searched genotypes are worse than random ones of matched MACs by {ci}, {tail}."
+        return f"{where}: the searched genotypes are worse than random ones of matched {matched} by {ci}, {tail}."
     return f"{where}: no difference shown between searched and random genotypes: {ci} contains 0, {tail}."
 
 
@@ -362,12 +397,14 @@ def markdown_report(
     bicubic: dict,
 ) -> str:
     selection = experiment.get("selection")
-    window = ""
+    window, matched = "", "MACs"
     if experiment.get("target_macs_720p"):
         window = (
             f" Random genotypes: uniform over the search space within {experiment['target_macs_720p'] / 1e9:.3f}"
             f" GMACs ± {experiment['tolerance']:.0%}, under the same skip cap."
         )
+    elif latency_window(experiment):
+        window, matched = latency_text(experiment), "latency"
     out = [
         f"# Comparison `{name}`",
         "",
@@ -387,7 +424,7 @@ def markdown_report(
     if summary["statistics"]:
         out += [
             "",
-            "## Searched vs random at matched MACs (Y-PSNR)",
+            f"## Searched vs random at matched {matched} (Y-PSNR)",
             "",
             "Each genotype counts once, by its mean over seeds. Gap: mean of the searched genotypes minus mean of the "
             f"random ones, 95% percentile bootstrap over genotypes ({RESAMPLES:,} resamples, seed {BOOTSTRAP_SEED}). "
@@ -397,12 +434,12 @@ def markdown_report(
             statistics_table(summary["statistics"]),
             "",
         ]
-        out += [f"- {v}" for v in map(verdict, summary["statistics"]) if v]
+        out += [f"- {v}" for v in (verdict(s, matched) for s in summary["statistics"]) if v]
         rows = [(st, m, b) for st in summary["statistics"] for m, b in st.get("baselines", {}).items()]
         if rows:
             out += [
                 "",
-                "## Baselines at matched MACs (Y-PSNR)",
+                f"## Baselines at matched {matched} (Y-PSNR)",
                 "",
                 "Each baseline genotype by its mean over seeds: its percentile among the random genotypes, and the "
                 "searched genotypes' mean minus it (compare with the noise floor above).",
@@ -447,6 +484,28 @@ def markdown_report(
     return "\n".join(out) + "\n"
 
 
+def latency_text(experiment: dict) -> str:
+    """The report's sentences on a latency window: where the random genotypes lie in ms, by which table, and whether
+    the models were timed here or the latency is predicted only."""
+    target, tolerance = latency_window(experiment)
+    latency = experiment.get("latency", {})
+    p = latency.get("provenance", {})
+    made = f"{p.get('backend', '?')}, {p.get('threads', '?')} thread(s), {p.get('gpu') or p.get('cpu_model', '?')}"
+    lr = "x".join(map(str, latency.get("lr_size", []))) or "?"
+    text = (
+        f" Random genotypes: uniform over the search space within {target:.3f} ms ± {tolerance:.0%} as the latency"
+        f" table `{latency.get('table', '?')}` predicts them ({made}; LR {lr}), under the same skip cap."
+    )
+    timing = latency.get("timing", {})
+    if timing.get("confirmed"):
+        load = f"load average {timing['load_before'][0]:.2f} -> {timing['load_after'][0]:.2f}"
+        return text + (
+            f" Every model was timed end to end here ({timing['backend']}, {timing['threads']} thread(s), {load});"
+            f" {timing['redrawn']} random genotype(s) measured outside the window were redrawn."
+        )
+    return text + " Latency is predicted only: no model was timed on this machine (`--confirm-timing`)."
+
+
 def markdown_table(rows: list[dict], set_names: list[str]) -> str:
     """One row per model and phase; per benchmark, one column per metric the rows carry (``METRICS`` order)."""
     metrics = [m for m in METRICS if any(m in r["scores"][s] for r in rows for s in set_names)]
@@ -476,7 +535,8 @@ def plot(
     genotypes: list[Genotype], phases: list[str], benchmarks: list[str], bicubic: dict, experiment: dict, path: Path
 ) -> None:
     """Y-PSNR against MACs, one panel per phase (rows) and benchmark (columns): a point per genotype at its mean
-    over seeds, error bars one sd over seeds, bicubic as a dashed line, the random genotypes' MACs window shaded."""
+    over seeds, error bars one sd over seeds, bicubic as a dashed line, the random genotypes' MACs window shaded. At
+    matched latency the x axis is each genotype's predicted ms and the latency window is shaded."""
     from darts_sr.search.plots import plt  # the Agg backend, set before pyplot loads
 
     fig, axes = plt.subplots(
@@ -487,17 +547,30 @@ def plot(
         layout="constrained",
     )
     target, tolerance = experiment.get("target_macs_720p"), experiment.get("tolerance")
+    unit, x_label = 1e9, "GMACs for a 1280x720 output"
+
+    def x_of(g: Genotype) -> float | None:
+        return g.macs / 1e9
+
+    if latency_window(experiment):  # x: each genotype's predicted ms, the window in ms
+        (target, tolerance), unit = latency_window(experiment), 1.0
+        p = experiment.get("latency", {}).get("provenance", {})
+        x_label = f"predicted ms for a 1280x720 output ({p.get('backend', '?')}, {p.get('threads', '?')} thread(s))"
+
+        def x_of(g: Genotype) -> float | None:
+            return g.predicted_ms
+
     for (i, phase), (j, bench) in ((a, b) for a in enumerate(phases) for b in enumerate(benchmarks)):
         ax, key = axes[i, j], (phase, bench, "psnr_y")
         if target and tolerance:
-            low, high = target * (1 - tolerance) / 1e9, target * (1 + tolerance) / 1e9
+            low, high = target * (1 - tolerance) / unit, target * (1 + tolerance) / unit
             ax.axvspan(low, high, color="0.92", zorder=0, label=f"random window ±{tolerance:.0%}")
         for group in ("random", "baseline", "searched", "tpsr"):
-            members = [g for g in genotypes if g.group == group and g.values.get(key)]
+            members = [g for g in genotypes if g.group == group and g.values.get(key) and x_of(g) is not None]
             if not members:
                 continue
             spread = [stats.mean_sd(g.values[key]) for g in members]
-            x = [g.macs / 1e9 for g in members]
+            x = [x_of(g) for g in members]
             y = [m for m, _ in spread]
             ax.errorbar(
                 x,
@@ -541,7 +614,7 @@ def plot(
                 color="0.3",
             )
         ax.set_title(f"{bench}, {phase} phase", fontsize=9)
-        ax.set_xlabel("GMACs for a 1280x720 output", fontsize=8)
+        ax.set_xlabel(x_label, fontsize=8)
         ax.set_ylabel("Y-PSNR (dB), mean ± sd over seeds", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(True, linewidth=0.4, alpha=0.5)

@@ -259,8 +259,26 @@ def default_target_macs(scale: int) -> float:
     return float(generator_macs(replace(TPSR, scale=scale)))
 
 
+class _Band:
+    """``target`` ± ``tolerance`` (a fraction): what every cost window shares."""
+
+    target: float
+    tolerance: float
+
+    @property
+    def low(self) -> float:
+        return self.target * (1 - self.tolerance)
+
+    @property
+    def high(self) -> float:
+        return self.target * (1 + self.tolerance)
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
 @dataclass(frozen=True)
-class MacsWindow:
+class MacsWindow(_Band):
     """The cost a genotype must land at: ``target_macs`` (MACs@720p) ± ``tolerance`` (a fraction). The search's
     derivation, the random genotypes of compare and rank_check and the calibration ladders all use this one type."""
 
@@ -273,15 +291,8 @@ class MacsWindow:
         return cls(default_target_macs(scale) if target_macs is None else float(target_macs), tolerance)
 
     @property
-    def low(self) -> float:
-        return self.target_macs * (1 - self.tolerance)
-
-    @property
-    def high(self) -> float:
-        return self.target_macs * (1 + self.tolerance)
-
-    def contains(self, macs: float) -> bool:
-        return self.low <= macs <= self.high
+    def target(self) -> float:
+        return self.target_macs
 
     def record(self) -> dict:
         """As records and summaries write it."""
@@ -289,3 +300,24 @@ class MacsWindow:
 
     def __str__(self) -> str:
         return f"{self.target_macs / 1e9:.3f} GMACs ± {self.tolerance:.0%}"
+
+
+@dataclass(frozen=True)
+class LatencyWindow(_Band):
+    """The latency a genotype must land at: ``target_ms`` (milliseconds, as a latency table predicts or a timing
+    measures them) ± ``tolerance`` (a fraction); ``MacsWindow``'s interface. compare's random genotypes of matched
+    latency use it (``compare --target-ms``)."""
+
+    target_ms: float
+    tolerance: float = 0.05
+
+    @property
+    def target(self) -> float:
+        return self.target_ms
+
+    def record(self) -> dict:
+        """As records and summaries write it."""
+        return {"target_ms": self.target_ms, "tolerance": self.tolerance}
+
+    def __str__(self) -> str:
+        return f"{self.target_ms:.3f} ms ± {self.tolerance:.0%}"

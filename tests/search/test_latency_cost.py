@@ -12,13 +12,14 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import run_cli
+from conftest import run_cli, small_genotype, write_latency_table
 from darts_sr.config import ConfigError, SearchConfig, load_config, to_dict
 from darts_sr.evaluation.latency import LatencyTable, predict_ms
 from darts_sr.nets.genotype import GeneratorGenotype, Node, load_generator_genotype, prune
-from darts_sr.nets.networks import REFERENCE_LR_SIZE, generator_macs
+from darts_sr.nets.networks import REFERENCE_LR_SIZE, LatencyWindow, MacsWindow, generator_macs
 from darts_sr.search.cost import best_in_window, expected_cost, latency_cost, macs_cost, search_cost
 from darts_sr.search.generator_stage import GeneratorSearch
+from darts_sr.search.sampling import SamplingError, matched_random_genotypes, random_genotypes, sample_genotype
 from darts_sr.search.supernet import GeneratorSupernet
 from darts_sr.training.runner import draw_batch, prepare_run_folder, save_config
 from operations import GENERATOR_SEARCH_SPACE, OPS, conv_macs
@@ -41,45 +42,9 @@ REFERENCE = REFERENCE_LR_SIZE[4]  # what a x4 search reads its table at
 TARGET_MS = 5.8  # reachable within 3% by every live-node count and output count of a 3-node supernet
 
 
-def _table_json(path, sizes=(SMALL, REFERENCE), ops=OP_MS, correction=None):
+def _table_json(path, sizes=(SMALL, REFERENCE), ops=OP_MS, correction=None, channels=(4,)):
     """A latency table as ``darts-sr latency-table`` writes it, by hand; the same ms at every size in ``sizes``."""
-    rows = lambda name, value: [  # noqa: E731
-        {"channels": 4, "lr_height": h, "lr_width": w, name: value} for h, w in sizes
-    ]
-    data = {
-        "kind": "latency_table",
-        "format": 1,
-        "scale": 4,
-        "provenance": {
-            "backend": "eager",
-            "threads": 1,
-            "device": "cpu",
-            "repeats": 1,
-            "warmup": 0,
-            "torch_version": "hand-made",
-            "onnxruntime_version": None,
-            "cpu_model": "none",
-            "cpu_cores": 1,
-            "gpu": None,
-            "platform": "test",
-            "python_version": "3",
-            "load_before": [0.0, 0.0, 0.0],
-            "load_after": [0.0, 0.0, 0.0],
-            "date": "2024-01-01T00:00:00+00:00",
-        },
-        "ops": [
-            {"op": op, "channels": 4, "lr_height": h, "lr_width": w, "ms": ms}
-            for op, ms in ops.items()
-            for h, w in sizes
-        ],
-        "stem": rows("ms", STEM_MS),
-        "upsampler": rows("ms", UPSAMPLER_MS),
-        "output": rows("ms_by_outputs", list(OUTPUT_MS)),
-        "correction": correction,
-        "validation": None,
-    }
-    path.write_text(json.dumps(data, indent=2))
-    return path
+    return write_latency_table(path, ops, STEM_MS, UPSAMPLER_MS, OUTPUT_MS, sizes, channels, correction)
 
 
 @pytest.fixture
@@ -364,6 +329,60 @@ def test_a_table_that_does_not_cover_the_search_is_a_one_line_error_naming_file_
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cost.latency_table: ") and "sep_5x5" in last
+
+
+# --- random genotypes in a latency window ---------------------------------------------------------------------------
+
+
+def test_the_latency_window_has_the_macs_windows_interface():
+    window = LatencyWindow(5.8)
+    assert (window.target, window.tolerance) == (5.8, 0.05) and str(window) == "5.800 ms ± 5%"
+    assert window.low == pytest.approx(5.51) and window.high == pytest.approx(6.09)
+    assert window.contains(5.51) and window.contains(6.0) and not window.contains(6.1) and not window.contains(5.5)
+    assert window.record() == {"target_ms": 5.8, "tolerance": 0.05}
+    macs = MacsWindow.around(None, 4)
+    assert macs.target == macs.target_macs and macs.record() == {"target_macs_720p": macs.target, "tolerance": 0.03}
+
+
+SPACE = {"ops": GENERATOR_SEARCH_SPACE, "nodes": 4, "channels": 4, "scale": 4, "input_window": None,
+         "max_skip_nodes": 2}  # fmt: skip
+
+
+@pytest.mark.parametrize("which, target", [("table", TARGET_MS), ("corrected", 1.2 * TARGET_MS + 0.3)])
+def test_random_genotypes_in_a_latency_window_lie_inside_by_prediction_and_are_reproducible(
+    which, target, table, corrected
+):
+    table = {"table": table, "corrected": corrected}[which]
+    window = LatencyWindow(target, 0.03)
+    cost = latency_cost(table, GENERATOR_SEARCH_SPACE, 4, 4, SPACE["nodes"], SMALL).of_genotype
+    found = matched_random_genotypes(12, window, 3, cost, **SPACE)
+    assert len(set(found)) == 12
+    for g in found:
+        assert window.contains(predict_ms(g, table, SMALL))
+        assert sum(n.op == "skip" for n in g.nodes) <= 2 and (g.channels, g.scale) == (4, 4)
+    # Reproducible; a longer draw extends a shorter one (the draws after the first K replace rejected ones).
+    assert matched_random_genotypes(12, window, 3, cost, **SPACE) == found
+    assert list(itertools.islice(random_genotypes(window, 3, cost, **SPACE), 5)) == found[:5]
+    assert matched_random_genotypes(12, window, 4, cost, **SPACE) != found
+    # The window decides: without it some draws of the same space fall outside.
+    rng = random.Random(3)
+    anywhere = [sample_genotype(rng, **SPACE) for _ in range(50)]
+    assert not all(window.contains(predict_ms(g, table, SMALL)) for g in anywhere)
+
+
+def test_the_sampler_takes_a_macs_window_as_before_and_refuses_a_window_without_its_cost(table):
+    macs = MacsWindow(generator_macs(small_genotype()), 0.5)
+    space = SPACE | {"nodes": 3}
+    old = [sample_genotype(random.Random(1), macs_window=macs, **space) for _ in range(3)]
+    assert old == [sample_genotype(random.Random(1), window=macs, **space) for _ in range(3)]
+    assert old == [sample_genotype(random.Random(1), window=macs, cost=generator_macs, **space) for _ in range(3)]
+    with pytest.raises(ValueError, match="LatencyWindow needs its cost function"):
+        sample_genotype(random.Random(1), window=LatencyWindow(TARGET_MS), **space)
+    with pytest.raises(ValueError, match="not both"):
+        sample_genotype(random.Random(1), window=macs, macs_window=macs, **space)
+    cost = latency_cost(table, GENERATOR_SEARCH_SPACE, 4, 4, 3, SMALL).of_genotype
+    with pytest.raises(SamplingError, match=r"no genotype within 0\.100 ms ± 5% after 20 tries"):
+        sample_genotype(random.Random(1), window=LatencyWindow(0.1), cost=cost, max_tries=20, **space)
 
 
 # --- searches --------------------------------------------------------------------------------------------------------
