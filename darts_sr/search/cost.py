@@ -16,8 +16,9 @@ at one shape, and its correction when the table marks it used), so one code path
   integer MACs did). A window on the corrected value is a window on the raw sum mapped through the inverse of
   ``a * raw + b`` (``a > 0``), so the programme runs on raw sums.
 
-``search_cost`` builds a search's ``Cost`` and target ``CostWindow`` from its config (``cost.unit``), checking that
-the latency table covers the supernet's ops at its channels and the scale's reference LR size.
+``search_cost`` builds a search's ``Cost`` and target window (``MacsWindow`` or ``LatencyWindow``) from its config
+(``cost.unit``), checking that the latency table covers the supernet's ops at its channels and the scale's reference
+LR size.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from torch import Tensor
 from darts_sr.config import ConfigError
 from darts_sr.evaluation.latency import LatencyTable, LatencyTableError
 from darts_sr.nets.genotype import GeneratorGenotype, live_nodes
-from darts_sr.nets.networks import REFERENCE_LR_SIZE, MacsWindow, upsampler_macs
+from darts_sr.nets.networks import REFERENCE_LR_SIZE, LatencyWindow, MacsWindow, upsampler_macs
 from operations import OPS, conv_macs
 
 if TYPE_CHECKING:
@@ -265,31 +266,7 @@ def latency_cost(
     return Cost("ms", tuple(ops), per_op, 1, fixed, used, torch.float64)
 
 
-@dataclass(frozen=True)
-class CostWindow:
-    """The cost a derived generator must land at: ``target`` ± ``tolerance`` (a fraction), in ``unit``."""
-
-    target: float
-    tolerance: float
-    unit: str  # "macs" or "ms"
-
-    @property
-    def low(self) -> float:
-        return self.target * (1 - self.tolerance)
-
-    @property
-    def high(self) -> float:
-        return self.target * (1 + self.tolerance)
-
-    def contains(self, value: float) -> bool:
-        return self.low <= value <= self.high
-
-    def __str__(self) -> str:
-        label, divisor = UNITS[self.unit]
-        return f"{self.target / divisor:.3f} {label} ± {self.tolerance:.0%}"
-
-
-def search_cost(config: SearchConfig) -> tuple[Cost, CostWindow, LatencyTable | None]:
+def search_cost(config: SearchConfig) -> tuple[Cost, MacsWindow | LatencyWindow, LatencyTable | None]:
     """The search's cost, its target window, and the latency table when ``cost.latency_table`` names one (with
     ``cost.unit: macs`` it only reports the derived network's predicted ms). ConfigError, one line, naming the key or
     the table file, when the table cannot be read or does not cover the supernet's ops at ``supernet.channels`` and
@@ -306,6 +283,6 @@ def search_cost(config: SearchConfig) -> tuple[Cost, CostWindow, LatencyTable | 
         except LatencyTableError as e:
             raise ConfigError(f"cost.latency_table: {c.latency_table}: {e}") from None
     if c.unit == "latency":
-        return ms, CostWindow(c.target_ms, c.tolerance, "ms"), table
+        return ms, LatencyWindow(c.target_ms, c.tolerance), table
     window = MacsWindow.around(c.target_macs, scale, c.tolerance)
-    return macs_cost(s.ops, s.channels, scale), CostWindow(window.target_macs, c.tolerance, "macs"), table
+    return macs_cost(s.ops, s.channels, scale), window, table
