@@ -131,3 +131,18 @@ def write_latency_table(
     }
     path.write_text(json.dumps(data, indent=2))
     return path
+
+
+def set_one_hot(net, nodes, outputs, c: float = 1e4) -> None:
+    """One-hot architecture parameters of a ``GeneratorSupernet`` for an unpruned node list (dead nodes allowed)."""
+    import torch
+
+    with torch.no_grad():
+        net.alpha.zero_()
+        net.beta.zero_()
+        net.gamma.fill_(-c)
+        for k, node in enumerate(nodes):
+            net.alpha[k, net.op_names.index(node.op)] = c
+            net.beta[k, node.input] = c
+        for o in outputs:
+            net.gamma[o - 1] = c

@@ -164,8 +164,7 @@ class Trial:
     def recipe_hash(self) -> str:
         """Twelve hex digits of the identity less genotype, seed, discriminator and start weights: the models an
         experiment compares under one recipe share it (the start weights' file need not exist yet)."""
-        identity = self.identity(with_init=False)
-        return short_hash({k: v for k, v in identity.items() if k not in ("genotype", "seed", "discriminator")}, 12)
+        return recipe_hash_of(self.identity(with_init=False))
 
     # --- training ------------------------------------------------------------------------------------------------
 
@@ -204,6 +203,7 @@ class Trial:
         validation slice's scores, from the run's history): the record."""
         load_before = os.getloadavg()
         summary = self.run(run_dir, split_dir)
+        identity = self.identity()  # once: it lists the data folders and hashes the start weights
         scores = {
             phase: evaluator.model(Path(run_dir) / file)
             for phase, file in MODEL_FILES.items()
@@ -213,9 +213,9 @@ class Trial:
         for phase, score in selection_scores(summary, selection, self.trained_recipe()).items():
             scores.setdefault(phase, {})[selection] = score
         return TrialRecord(
-            key=self.key(),
-            recipe_hash=self.recipe_hash(),
-            identity=self.identity(),
+            key=short_hash(identity),
+            recipe_hash=recipe_hash_of(identity),
+            identity=identity,
             seed=self.seed,
             genotype=self.genotype.to_dict(),
             params=generator_params(self.genotype),
@@ -228,6 +228,12 @@ class Trial:
             provenance=provenance(load_before, str(self.recipe.run.device)),
             **(labels or {}),
         )
+
+
+def recipe_hash_of(identity: dict) -> str:
+    """``Trial.recipe_hash`` from an identity already computed (the start weights' hash left out)."""
+    less = {k: v for k, v in identity.items() if k not in ("genotype", "seed", "discriminator")}
+    return short_hash(less | {"init_sha256": None}, 12)
 
 
 def check_run_folder(run_dir: Path, identity: dict) -> None:

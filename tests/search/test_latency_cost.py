@@ -12,7 +12,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import run_cli, small_genotype, write_latency_table
+from conftest import run_cli, set_one_hot, small_genotype, write_latency_table
 from darts_sr.config import ConfigError, SearchConfig, load_config, to_dict
 from darts_sr.evaluation.latency import LatencyTable, predict_ms
 from darts_sr.nets.genotype import GeneratorGenotype, Node, load_generator_genotype, prune
@@ -63,18 +63,6 @@ def _supernet(table, nodes=4, ops=GENERATOR_SEARCH_SPACE, size=SMALL, seed=0) ->
     return GeneratorSupernet(nodes, 4, 4, ops, cost=cost)
 
 
-def _set_raw(net: GeneratorSupernet, nodes: list[Node], outputs: list[int], c: float = 1e4) -> None:
-    with torch.no_grad():
-        net.alpha.zero_()
-        net.beta.zero_()
-        net.gamma.fill_(-c)
-        for k, node in enumerate(nodes):
-            net.alpha[k, net.op_names.index(node.op)] = c
-            net.beta[k, node.input] = c
-        for o in outputs:
-            net.gamma[o - 1] = c
-
-
 def _randomise(net: GeneratorSupernet, seed: int, spread: float = 1.0) -> None:
     torch.manual_seed(seed)
     with torch.no_grad():
@@ -98,7 +86,7 @@ def test_expected_latency_is_the_hand_sum_for_one_hot_probabilities(table):
     net = _supernet(table, nodes=4)
     # Node 2 feeds nothing (dead); nodes 3 and 4 are the outputs; node 3 reads node 1.
     nodes = [Node("conv_5x5", 0), Node("conv_7x7", 1), Node("sep_3x3", 1), Node("skip", 0)]
-    _set_raw(net, nodes, [3, 4])
+    set_one_hot(net, nodes, [3, 4])
     hand = STEM_MS + OP_MS["conv_5x5"] + OP_MS["sep_3x3"] + OP_MS["skip"] + OUTPUT_MS[1] + UPSAMPLER_MS
     derived = prune(tuple(nodes), (3, 4), 4, 4)
     assert net.derive() == derived

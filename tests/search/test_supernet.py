@@ -5,6 +5,7 @@ import random
 import pytest
 import torch
 
+from conftest import set_one_hot
 from darts_sr.losses import cost_penalty
 from darts_sr.nets.genotype import TPSR, GeneratorGenotype, Node, prune
 from darts_sr.nets.networks import generator_macs
@@ -15,19 +16,6 @@ from operations import GENERATOR_SEARCH_SPACE
 def _supernet(nodes=10, channels=16, scale=4, **kw) -> GeneratorSupernet:
     torch.manual_seed(0)
     return GeneratorSupernet(nodes, channels, scale, GENERATOR_SEARCH_SPACE, **kw)
-
-
-def _set_raw(net: GeneratorSupernet, nodes: list[Node], outputs: list[int], c: float = 1e4) -> None:
-    """One-hot architecture parameters for an unpruned node list (dead nodes allowed)."""
-    with torch.no_grad():
-        net.alpha.zero_()
-        net.beta.zero_()
-        net.gamma.fill_(-c)
-        for k, node in enumerate(nodes):
-            net.alpha[k, net.op_names.index(node.op)] = c
-            net.beta[k, node.input] = c
-        for o in outputs:
-            net.gamma[o - 1] = c
 
 
 def test_tpsr_is_reachable():
@@ -44,7 +32,7 @@ def test_expected_macs_equal_exact_macs_for_one_hot(seed):
     net = _supernet(nodes=n, channels=rng.choice([4, 16]), scale=rng.choice([2, 3, 4]))
     nodes = [Node(rng.choice(GENERATOR_SEARCH_SPACE), rng.randrange(k)) for k in range(1, n + 1)]
     outputs = sorted(rng.sample(range(1, n + 1), rng.randint(1, n)))
-    _set_raw(net, nodes, outputs)
+    set_one_hot(net, nodes, outputs)
     derived = prune(tuple(nodes), tuple(outputs), net.channels, net.scale)
     assert net.derive() == derived
     exact = generator_macs(derived)
@@ -56,9 +44,9 @@ def test_dead_nodes_cost_nothing():
     net = _supernet(nodes=3)
     # node 2 reads node 1 but feeds nothing: only nodes 1 and 3 are live.
     nodes = [Node("conv_3x3", 0), Node("conv_7x7", 1), Node("conv_5x5", 1)]
-    _set_raw(net, nodes, [3])
+    set_one_hot(net, nodes, [3])
     with_dead = net.expected_macs().item()
-    _set_raw(net, [nodes[0], Node("skip", 1), nodes[2]], [3])
+    set_one_hot(net, [nodes[0], Node("skip", 1), nodes[2]], [3])
     assert with_dead == pytest.approx(net.expected_macs().item(), rel=1e-6)
 
 
