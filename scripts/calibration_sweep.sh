@@ -2,6 +2,8 @@
 # The yardstick's recipe sweep (darts-sr calibrate), as committed records: every command skips what is recorded, so
 # the sweep resumes anywhere. Two processes share it, one per core:
 #   OMP_NUM_THREADS=1 bash scripts/calibration_sweep.sh 0/2 &  OMP_NUM_THREADS=1 bash scripts/calibration_sweep.sh 1/2
+# Jobs named after the shard run instead of the queue, e.g. one core on the long recipe alone:
+#   OMP_NUM_THREADS=1 bash scripts/calibration_sweep.sh 0/1 "p48_b4_18k matched 1"
 set -euo pipefail
 shard="${1:-0/1}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,7 +19,8 @@ declare -A RECIPE=(
   [p48_b8_5k_ema]="data.patch_size=48 data.batch_size=8 pixel_phase.steps=5000 val_every=1000 pixel_phase.ema=0.999 pixel_phase.warmup_steps=250"
   [p32_b16_6k_ema]="data.patch_size=32 data.batch_size=16 pixel_phase.steps=6000 val_every=1000 pixel_phase.ema=0.999 pixel_phase.warmup_steps=250"
   [p48_b4_12k]="data.patch_size=48 data.batch_size=4 pixel_phase.steps=12000 val_every=2000"
-  # The long recipe the chosen one is validated against on the matched ladder (4x p48_b4_6k's compute).
+  # The long recipes the chosen one is validated against on the matched ladder (3x and 4x p48_b4_6k's compute).
+  [p48_b4_18k]="data.patch_size=48 data.batch_size=4 pixel_phase.steps=18000 val_every=2000"
   [p48_b4_24k]="data.patch_size=48 data.batch_size=4 pixel_phase.steps=24000 val_every=2000"
 )
 # The queue, in order: a cheap screen of each recipe on the cost ladder (one seed), then the width ladder (two seeds)
@@ -30,7 +33,7 @@ QUEUE=(
   "p48_b4_6k width 2"
   "p64_b4_5k_ema width 2"
   "p48_b4_6k matched 2"
-  "p48_b4_24k matched 1"
+  "p48_b4_18k matched 1"
   "short width 2"
   "p32_b16_6k_ema cost 1"
   "p48_b4_12k cost 1"
@@ -44,4 +47,6 @@ run() {  # run NAME LADDER SEEDS
       --seeds "$seeds" --ladders "$results/ladders" --out "$results/$name" --reuse "$results/$name" --shard "$shard")
 }
 
+shift || true
+if (($#)); then QUEUE=("$@"); fi
 for job in "${QUEUE[@]}"; do run $job; done
