@@ -241,6 +241,7 @@ def recipe_summary(folder: Path) -> dict:
         tau, p = stats.kendall_tau(macs, psnr)
         out["cost"] = {k: {"mean": stats.mean_sd(v)[0], "n": len(v)} for k, v in cost.items()}
         out["cost_tau"], out["cost_p"] = tau, p
+    out.update(matched_summary(by_rung(records, "matched")))
     # The cost of a TPSR-sized model: every record within TPSR's MACs ± 3% (width c16 is TPSR, cost g3.58 and the
     # matched ladder are random genotypes of its MACs).
     window = MacsWindow.around(None, 4)
@@ -254,6 +255,28 @@ def recipe_summary(folder: Path) -> dict:
         if PUBLISHED.is_file():
             out["below_published"] = read_json(PUBLISHED)["scores"][HOLDOUT_VAL]["psnr_y"] - out["tpsr_holdout"]
     return out
+
+
+def matched_summary(matched: dict[str, list[float]]) -> dict:
+    """How much of the matched ladder's spread is the genotypes and how much the training seed: the noise floor
+    (pooled sd over seeds), the sd of the genotype means, and the reliability of those means (the share of their
+    variance that is not seed noise, floor^2 / seeds removed). A recipe cannot rank genotypes (against another recipe
+    or a search) better than its reliability allows."""
+    if len(matched) < 2:
+        return {}
+    means = [stats.mean_sd(v)[0] for v in matched.values()]
+    spread = stats.mean_sd(means)[1]
+    floor = stats.pooled_sd(list(matched.values()))
+    seeds = sum(len(v) for v in matched.values()) / len(matched)
+    reliability = None
+    if floor is not None and spread:
+        reliability = max(0.0, spread**2 - floor**2 / seeds) / spread**2
+    return {
+        "matched": {k: {"mean": m, "n": len(v)} for (k, v), m in zip(matched.items(), means)},
+        "matched_spread": spread,
+        "matched_noise_floor": floor,
+        "matched_reliability": reliability,
+    }
 
 
 def versus(folder: Path, long: Path) -> dict | None:
@@ -301,6 +324,24 @@ def report(folders: list[Path], long: Path | None = None, figure: Path | None = 
             f"| {r['name']} | {r['patch']}, {r['batch']}, {r['steps']} | {r['warmup']}, {_f(r['ema'], 'g', 'off')} | "
             f"{minutes} | {cost_values} | {cost} | {width} | {gap} | {_f(r.get('below_published'), '.3f')} | {vs} |"
         )
+    matched = [r for r in rows if r.get("matched")]
+    if matched:
+        lines += [
+            "",
+            "Matched ladder (ten random genotypes at TPSR's MACs ± 3%): how much of the spread is the genotype.",
+            "",
+            "| recipe | genotypes × seeds | sd of genotype means | noise floor (sd over seeds) "
+            "| reliability of the means | τ vs long (p, n) |",
+            "|" + "---|" * 6,
+        ]
+        for r in matched:
+            n = sum(v["n"] for v in r["matched"].values())
+            v = r.get("versus")
+            vs = "–" if not v else f"{v['tau']:+.2f} ({v['p']:.2g}, {v['genotypes']})"
+            lines.append(
+                f"| {r['name']} | {len(r['matched'])} ({n} trials) | {r['matched_spread']:.3f} | "
+                f"{_f(r['matched_noise_floor'], '.3f')} | {_f(r['matched_reliability'], '.2f')} | {vs} |"
+            )
     text = "\n".join(lines)
     if figure is not None and rows:
         draw(rows, figure)

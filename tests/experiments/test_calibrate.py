@@ -128,6 +128,8 @@ def test_the_summary_numbers_from_hand_made_records(tmp_path):
         ("width", "c08"): [27.0, 27.2],
         ("width", "c16"): [27.5, 27.7],
         ("width", "c32"): [28.0, 28.2],
+        ("matched", "random_0"): [27.0, 27.2],
+        ("matched", "random_1"): [27.4, 27.6],
     }
     for (ladder, rung), values in scores.items():
         for seed, value in enumerate(values):
@@ -152,3 +154,7 @@ def test_the_summary_numbers_from_hand_made_records(tmp_path):
     assert s["noise_floor"] == pytest.approx(np.sqrt(0.02))  # sd 0.1414 of each width rung
     assert s["width_gaps"] == pytest.approx([0.5, 0.5]) and s["width_ordered"]
     assert s["width_min_gap_floors"] == pytest.approx(0.5 / np.sqrt(0.02))
+    # matched: means 27.1 and 27.5 (sd 0.2828), floor 0.1414 over 2 seeds: (0.08 - 0.02 / 2) / 0.08 of the spread
+    assert s["matched_spread"] == pytest.approx(0.4 / np.sqrt(2))
+    assert s["matched_noise_floor"] == pytest.approx(np.sqrt(0.02))
+    assert s["matched_reliability"] == pytest.approx((0.08 - 0.01) / 0.08)
