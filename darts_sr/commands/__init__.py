@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "search-report": ("darts_sr.experiments.search_report", "a table of search runs' diagnostics"),
     "check-overlap": ("darts_sr.overlap", "near-duplicates between training pools and reported images"),
     "export": ("darts_sr.commands.export", "export a generator to ONNX"),
+    "crops": ("darts_sr.evaluation.crops", "side-by-side crops of several generators' outputs (HR, bicubic, models)"),
     "upscale": ("darts_sr.commands.upscale", "super-resolve image files or folders with a trained generator"),
     "latency-table": ("darts_sr.commands.latency_table", "build and validate a latency table for this machine"),
 }
