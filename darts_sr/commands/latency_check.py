@@ -7,7 +7,10 @@ Each genotype (a JSON file or a built-in name) is timed with the table's backend
 720p LR size (random weights, batch 1: ``darts_sr.evaluation.latency.measure_many``), beside the table's prediction.
 With ``--target-ms`` (a latency search's target) each measured time is also set against the target: the search's
 promise is the derived network's measured latency within a few percent of it on the machine the table was built on.
-Time on a quiet machine: the load average before and after is printed and recorded.
+Time on a quiet machine: the load average before and after is printed and recorded. A shared or throttling machine
+drifts (on this project's 2-core VM one genotype measured 78 to 114 ms in three quiet runs minutes apart), so
+``--reference tpsr`` times a reference in the same interleaved rounds and also reports each genotype rescaled by the
+reference's measured/predicted ratio: the table's error with the machine's drift taken out.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     p.add_argument("genotypes", nargs="+", metavar="GENOTYPE", help="genotype JSON files or built-in names (tpsr)")
     p.add_argument("--table", required=True, help="the latency table (darts-sr latency-table)")
     p.add_argument("--target-ms", type=float, help="also report each measured time against this target")
+    p.add_argument("--reference", metavar="GENOTYPE", help="timed in the same rounds; rescales the others by its drift")
     p.add_argument("--repeats", type=int, default=30, help="timed rounds; the median is kept (30)")
     p.add_argument("--warmup", type=int, default=5, help="untimed rounds first (5)")
     p.add_argument("--json", metavar="OUT.json", help="write the rows and the load as JSON")
@@ -42,15 +46,18 @@ def check(args: argparse.Namespace) -> list[dict]:
     if args.target_ms is not None and args.target_ms <= 0:
         raise ConfigError(f"--target-ms {args.target_ms}: must be positive")
     table = LatencyTable.load(args.table)
-    genotypes = [load_generator_genotype(g) for g in args.genotypes]
+    names = list(args.genotypes) + ([args.reference] if args.reference else [])
+    genotypes = [load_generator_genotype(g) for g in names]
     predicted = [predict_ms(g, table) for g in genotypes]  # refuses a genotype the table cannot price, before timing
     prov = table.provenance
     load_before = os.getloadavg()
     warn_if_loaded(load_before, prov.threads)
     measured = measure_many(genotypes, prov.backend, prov.threads, None, args.repeats, args.warmup, prov.device)
     load_after = os.getloadavg()
+    # The machine's drift since the table was built, as the reference shows it (1 without a reference).
+    drift = measured[-1] / predicted[-1] if args.reference else None
     rows = []
-    for name, g, pred, meas in zip(args.genotypes, genotypes, predicted, measured):
+    for name, g, pred, meas in zip(names, genotypes, predicted, measured):
         row = {
             "genotype": name,
             "gmacs_720p": generator_macs(g) / 1e9,
@@ -58,15 +65,23 @@ def check(args: argparse.Namespace) -> list[dict]:
             "measured_ms": meas,
             "table_error": meas / pred - 1,
         }
+        if drift is not None:
+            row["drift_corrected_ms"] = meas / drift
         if args.target_ms is not None:
             row["target_ms"] = args.target_ms
             row["target_error"] = meas / args.target_ms - 1
+            if drift is not None:
+                row["drift_corrected_target_error"] = meas / drift / args.target_ms - 1
         rows.append(row)
     lines = [
         f"{prov.backend}, {prov.threads} thread(s), {prov.device}; load {load_before[0]:.2f} -> {load_after[0]:.2f}"
     ]
     for r in rows:
         target = "" if "target_error" not in r else f", {r['target_error']:+.1%} vs target {r['target_ms']:g} ms"
+        if "drift_corrected_ms" in r:
+            target += f"; drift-corrected {r['drift_corrected_ms']:.1f} ms"
+            if "drift_corrected_target_error" in r:
+                target += f" ({r['drift_corrected_target_error']:+.1%} vs target)"
         lines.append(
             f"{r['genotype']}: {r['gmacs_720p']:.3f} GMACs, predicted {r['predicted_ms']:.1f} ms, "
             f"measured {r['measured_ms']:.1f} ms ({r['table_error']:+.1%} vs table{target})"
@@ -82,6 +97,8 @@ def check(args: argparse.Namespace) -> list[dict]:
             "warmup": args.warmup,
             "load_before": list(load_before),
             "load_after": list(load_after),
+            "reference": args.reference,
+            "drift": drift,
             "rows": rows,
         }
         atomic_write_text(args.json, json.dumps(record, indent=2) + "\n")

@@ -33,6 +33,20 @@ def test_rows_hold_the_prediction_the_timing_and_both_errors(tmp_path, table, on
     assert "vs target 10 ms" in capsys.readouterr().out
 
 
+def test_a_reference_timed_alongside_takes_the_machines_drift_out(tmp_path, table, one_thread):
+    genotype = tmp_path / "g.json"
+    genotype.write_text(json.dumps(TINY.to_dict()))
+    out = tmp_path / "check.json"
+    argv = [str(genotype), "--table", str(table), "--reference", str(genotype), "--target-ms", "10"]
+    assert latency_check.main([*argv, "--repeats", "3", "--warmup", "1", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    row, reference = record["rows"]
+    assert record["drift"] == pytest.approx(reference["measured_ms"] / reference["predicted_ms"])
+    assert row["drift_corrected_ms"] == pytest.approx(row["measured_ms"] / record["drift"])
+    assert row["drift_corrected_target_error"] == pytest.approx(row["drift_corrected_ms"] / 10 - 1)
+    assert reference["drift_corrected_ms"] == pytest.approx(reference["predicted_ms"])  # by construction
+
+
 def test_a_genotype_the_table_cannot_price_is_one_error_line_before_any_timing(table, capsys):
     # 16 channels: the table holds 4 only
     assert latency_check.main(["tpsr", "--table", str(table)]) == 2
