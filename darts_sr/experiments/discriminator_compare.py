@@ -424,7 +424,7 @@ def report(folder: Path) -> str:
     lines = [
         f"# Discriminators for `{exp.get('generator', 'the generator')}`: `{folder.name}`",
         "",
-        f"{len(found)} records; recipe {', '.join(sorted({r['recipe_hash'] for r in found}))}"
+        f"{len(found)} records; recipe {', '.join(sorted({r['recipe_hash'] for r in found} - {''}))}"
         + (f" (`{exp['recipe_file']}`)" if exp.get("recipe_file") else "")
         + ". Per seed, one pixel-pretrained "
         "generator (`pixel`, the starting point) is fine-tuned with the recipe's GAN phase against each discriminator.",
