@@ -238,11 +238,15 @@ class GeneratorSearch(Run):
             self._end_epoch(writer, epoch + 1)
         return {"loss": losses["l_g_total"]} if losses else {}
 
-    def derive(self, method: str = "argmax") -> tuple[GeneratorGenotype, dict]:
+    def derive(
+        self, method: str = "argmax", window: tuple[float, float] | None = None
+    ) -> tuple[GeneratorGenotype, dict]:
         """The derived genotype and the derivation's report (argmax MACs and cost, repair swaps). ``method``: ``argmax``
-        (each epoch's history) or ``derive.method`` (the run's result)."""
+        (each epoch's history) or ``derive.method`` (the run's result). ``window`` (in the cost's unit) replaces the
+        run's target window (``darts-sr derive --target-ms``)."""
         c = self.cfg
-        window = None if c.cost.penalty == "none" else (self.window.low, self.window.high)  # in the cost's unit
+        if window is None and c.cost.penalty != "none":
+            window = (self.window.low, self.window.high)  # in the cost's unit
         scores = self.perturbation_scores() if method == "perturbation" else None
         return self.supernet.derive_with_report(c.supernet.max_skip_nodes, window=window, scores=scores)
 

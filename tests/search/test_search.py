@@ -2,6 +2,7 @@
 
 import json
 import signal
+from dataclasses import replace
 
 import pytest
 import torch
@@ -157,3 +158,23 @@ def test_perturbation_selection_is_the_runs_result_and_the_derive_command_reprod
     bad = run_cli("-m darts_sr.search.derive", str(run), "--batches", "0")
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == "error: derive.batches: expected at least 1, got 0"
+
+
+def test_derive_at_another_target_lands_in_that_window(tmp_path):
+    """derive --target-macs: the same supernet derived again around another target, in the run's tolerance."""
+    config = _config(tmp_path)
+    _run(config, tmp_path / "run")
+    run = tmp_path / "run"
+    (run / "config.yaml").write_text(yaml.safe_dump(TINY))
+    here = run_cli("-m darts_sr.search.derive", str(run), "--method", "argmax", "--target-macs", "2.0e8")
+    assert here.returncode == 0, here.stderr
+    assert json.loads(here.stdout)["genotype"] == load_generator_genotype(run / "genotype_generator.json").to_dict()
+    derived = load_generator_genotype(run / "genotype_generator.json")
+    for op in ("conv_3x3", "conv_7x7"):  # targets the derived wiring can reach: every live node this op
+        target = generator_macs(replace(derived, nodes=tuple(replace(n, op=op) for n in derived.nodes)))
+        done = run_cli("-m darts_sr.search.derive", str(run), "--method", "argmax", "--target-macs", str(target))
+        facts = json.loads(done.stdout)
+        assert facts["target"] == target and abs(facts["macs_720p"] / target - 1) <= 0.03, (target, facts["macs_720p"])
+    wrong_unit = run_cli("-m darts_sr.search.derive", str(run), "--target-ms", "50")
+    assert wrong_unit.returncode == 2
+    assert wrong_unit.stderr.strip().splitlines()[-1].startswith("error: --target-ms:")
