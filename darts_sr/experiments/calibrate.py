@@ -392,7 +392,9 @@ def draw(rows: list[dict], path: Path) -> None:
         ax.axhline(line, color="tab:red", linestyle="--", linewidth=1, label=f"pass: ≥ {line}")
         ax.set_xlabel("minutes per TPSR-sized model, one core (load in the table)", fontsize=8)
         ax.set_ylabel(label, fontsize=8)
-        ax.set_ylim(*((-1.05, 1.05) if key == "cost_tau" else (0, max(4.0, *(r.get(key) or 0 for r in rows)) * 1.1)))
+        values = [r[key] for r in rows if r.get(key) is not None]
+        low = min(0.0, *values) - 0.3  # a failed (negative) gap stays in view
+        ax.set_ylim(*((-1.05, 1.05) if key == "cost_tau" else (low, max(4.0, *values) * 1.1)))
         ax.grid(True, linewidth=0.4, alpha=0.5)
         ax.legend(fontsize=7)
     buffer = io.BytesIO()
