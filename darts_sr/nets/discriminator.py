@@ -239,11 +239,20 @@ def discriminator_macs(genotype: DiscriminatorGenotype, height: int, width: int)
 # SRGAN's discriminator (Ledig et al., 2017), used by ESRGAN and as stage 1's fixed discriminator.
 SRGAN_DISCRIMINATOR = DiscriminatorGenotype(blocks=("conv_3x3",) * 8, base_width=64, norm="batch")
 
-BUILTIN_DISCRIMINATORS: dict[str, DiscriminatorGenotype] = {"reference": SRGAN_DISCRIMINATOR}
+# ESRGAN's discriminator body (Wang et al., 2018, VGG-style for 128-px crops): ten conv 3x3 blocks, 64 -> 512
+# channels, stride 2 on every second, batch norm but on the first; five halvings take 128 px to 4. Its head here is
+# the space's pool head (global pool, 1024 units); ESRGAN flattens the 4x4x512 map into 100 units instead.
+ESRGAN_BODY_DISCRIMINATOR = DiscriminatorGenotype(blocks=("conv_3x3",) * 10, base_width=64, norm="batch")
+
+BUILTIN_DISCRIMINATORS: dict[str, DiscriminatorGenotype] = {
+    "reference": SRGAN_DISCRIMINATOR,
+    "esrgan_body": ESRGAN_BODY_DISCRIMINATOR,
+}
 
 
 def load_discriminator_genotype(spec: str | os.PathLike) -> DiscriminatorGenotype:
-    """A built-in name (``reference``) or a JSON file. Errors name the file."""
+    """A built-in name (``reference``: SRGAN's, ``esrgan_body``: ESRGAN's body) or a JSON file. Errors name the
+    file."""
     return load_genotype(spec, BUILTIN_DISCRIMINATORS, DiscriminatorGenotype.from_dict)
 
 
