@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("darts_sr.experiments.calibrate", "can a retraining recipe order models of known order? (ladders)"),
     "rank-check": ("darts_sr.experiments.rank_check", "Kendall tau: supernet ranking vs standalone training"),
     "baselines": ("darts_sr.search.baselines", "genotypes a practitioner would try first, in the same MACs window"),
-    "derive": ("darts_sr.search.derive", "derive a finished search again by another rule (argmax, perturbation)"),
+    "derive": ("darts_sr.search.derive", "derive a finished search again by another rule or at another target"),
     "search-report": ("darts_sr.experiments.search_report", "a table of search runs' diagnostics"),
     "check-overlap": ("darts_sr.overlap", "near-duplicates between training pools and reported images"),
     "export": ("darts_sr.commands.export", "export a generator to ONNX"),
