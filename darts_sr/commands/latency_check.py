@@ -54,7 +54,7 @@ def check(args: argparse.Namespace) -> list[dict]:
     warn_if_loaded(load_before, prov.threads)
     measured = measure_many(genotypes, prov.backend, prov.threads, None, args.repeats, args.warmup, prov.device)
     load_after = os.getloadavg()
-    # The machine's drift since the table was built, as the reference shows it (1 without a reference).
+    # The machine's drift since the table was built, as the reference shows it (None without a reference).
     drift = measured[-1] / predicted[-1] if args.reference else None
     rows = []
     for name, g, pred, meas in zip(names, genotypes, predicted, measured):
