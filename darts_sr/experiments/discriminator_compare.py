@@ -343,7 +343,8 @@ def _cell(values: dict[int, float] | None, metric: str) -> str:
 
 
 def differences(models: dict[str, dict], dataset: str, metric: str) -> list[dict]:
-    """Each searched discriminator against the reference and against the random ones' mean, paired by seed (a
+    """Each named discriminator (searched, or a built-in such as ``esrgan_body``) against the reference and against the
+    random ones' mean, paired by seed (a
     seed's fine-tunes share its pixel model, so the pairs cancel that model's share of the noise), with the seed
     spread of one model (pooled sd over seeds of every GAN model) beside them."""
     gan = {
@@ -360,7 +361,7 @@ def differences(models: dict[str, dict], dataset: str, metric: str) -> list[dict
     spread = stats.pooled_sd([list(v.values()) for v in gan.values()])
     sign = -1 if METRICS[metric].lower_is_better else 1  # a positive gap * sign is better
     out = []
-    for name in (n for n in gan if groups[n] == "searched"):
+    for name in (n for n in gan if groups[n] not in ("reference", "random")):
         row = {
             "dataset": dataset,
             "metric": metric,

@@ -118,3 +118,18 @@ def test_bad_evidence_input_is_a_one_line_error(tmp_path, inputs, capsys, extra,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
     assert not (tmp_path / "runs").exists()  # nothing trained
+
+
+def test_a_built_in_discriminator_is_compared_like_a_searched_one():
+    """esrgan_body (its own group) gets paired gaps against the reference and the random mean; those two do not."""
+    values = lambda *v: {("holdout", "niqe"): dict(enumerate(v))}  # noqa: E731
+    models = {
+        "pixel": {"group": "pixel", "values": values(7.0, 7.0)},
+        "esrgan_body": {"group": "esrgan_body", "values": values(5.0, 5.2)},
+        "reference": {"group": "reference", "values": values(5.5, 5.5)},
+        "random_0": {"group": "random", "values": values(6.0, 6.2)},
+    }
+    rows = discriminator_compare.differences(models, "holdout", "niqe")
+    assert [r["model"] for r in rows] == ["esrgan_body"]
+    assert rows[0]["versus"]["reference"]["gaps"] == pytest.approx([-0.5, -0.3])
+    assert rows[0]["versus"]["random mean"]["better_seeds"] == 2
