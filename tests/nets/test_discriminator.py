@@ -124,18 +124,8 @@ def test_esrgan_body_is_esrgans_vgg128_convolutions() -> None:
     """ESRGAN's discriminator: conv0_0 64 (no BN), conv0_1 64 s2, 128, 128 s2, 256, 256 s2, 512, 512 s2, 512, 512 s2."""
     genotype = BUILTIN_DISCRIMINATORS["esrgan_body"]
     layout = block_layout(len(genotype.blocks), genotype.base_width)
-    assert [(c_out, stride) for _, c_out, stride in layout] == [
-        (64, 1),
-        (64, 2),
-        (128, 1),
-        (128, 2),
-        (256, 1),
-        (256, 2),
-        (512, 1),
-        (512, 2),
-        (512, 1),
-        (512, 2),
-    ]
+    srgan = [(c_out, stride) for _, c_out, stride in block_layout(8, 64)]  # SRGAN's eight, checked above
+    assert [(c_out, stride) for _, c_out, stride in layout] == [*srgan, (512, 1), (512, 2)]
     model = Discriminator(genotype)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 9
     assert model(torch.rand(2, 3, 128, 128)).shape[0] == 2
