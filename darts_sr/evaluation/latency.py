@@ -95,6 +95,7 @@ class Provenance:
     noisiest_part: str = ""
     noisiest_relative_iqr: float = 0.0  # interquartile range / median of the noisiest part
     notes: list[str] = field(default_factory=list)  # entries set rather than timed, and why
+    omp_num_threads: str | None = None  # the environment's OMP_NUM_THREADS (None: unset, or a table made before)
 
 
 @dataclass
@@ -429,6 +430,7 @@ def provenance(
         load_before=tuple(load_before or load_after),
         load_after=tuple(load_after),
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
     )
 
 
