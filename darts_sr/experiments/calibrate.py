@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -268,15 +269,33 @@ def matched_summary(matched: dict[str, list[float]]) -> dict:
     spread = stats.mean_sd(means)[1]
     floor = stats.pooled_sd(list(matched.values()))
     seeds = sum(len(v) for v in matched.values()) / len(matched)
-    reliability = None
+    reliability = seeds_needed = None
     if floor is not None and spread:
-        reliability = max(0.0, spread**2 - floor**2 / seeds) / spread**2
+        genotype_variance = max(0.0, spread**2 - floor**2 / seeds)
+        reliability = genotype_variance / spread**2
+        if genotype_variance > 0:
+            seeds_needed = math.ceil(TAU_RELIABILITY / (1 - TAU_RELIABILITY) * floor**2 / genotype_variance)
     return {
         "matched": {k: {"mean": m, "n": len(v)} for (k, v), m in zip(matched.items(), means)},
         "matched_spread": spread,
         "matched_noise_floor": floor,
         "matched_reliability": reliability,
+        "matched_seeds_for_tau": seeds_needed,
     }
+
+
+TAU_TARGET = 0.7  # the τ the long-recipe check asks for
+# Two recipes that rank the genotypes' true means identically, each measuring them with reliability R, correlate at
+# most R (Spearman's attenuation; normal errors), and Kendall's τ = (2/π)·asin(correlation): τ 0.7 needs R ≥ sin(0.35π).
+TAU_RELIABILITY = math.sin(math.pi * TAU_TARGET / 2)
+
+
+def tau_ceiling(reliability: float | None, other: float | None) -> float | None:
+    """The expected Kendall τ between two recipes that agree perfectly on the genotypes' true means, when their
+    genotype means have these reliabilities (normal model): the most a τ against a long recipe can show."""
+    if reliability is None or other is None:
+        return None
+    return 2 / math.pi * math.asin(math.sqrt(reliability * other))
 
 
 def versus(folder: Path, long: Path) -> dict | None:
@@ -324,23 +343,33 @@ def report(folders: list[Path], long: Path | None = None, figure: Path | None = 
             f"| {r['name']} | {r['patch']}, {r['batch']}, {r['steps']} | {r['warmup']}, {_f(r['ema'], 'g', 'off')} | "
             f"{minutes} | {cost_values} | {cost} | {width} | {gap} | {_f(r.get('below_published'), '.3f')} | {vs} |"
         )
+    long_row = recipe_summary(long) if long is not None and (long / "experiment.json").is_file() else None
     matched = [r for r in rows if r.get("matched")]
+    if long_row is not None and long_row.get("matched"):
+        matched.append(long_row | {"name": f"{long_row['name']} (long)"})
     if matched:
         lines += [
             "",
-            "Matched ladder (ten random genotypes at TPSR's MACs ± 3%): how much of the spread is the genotype.",
+            "Matched ladder (ten random genotypes at TPSR's MACs ± 3%): how much of the spread is the genotype, and so "
+            f"the most τ any recipe pair could show. τ {TAU_TARGET} needs both recipes' reliability ≥ "
+            f"{TAU_RELIABILITY:.2f}.",
             "",
-            "| recipe | genotypes × seeds | sd of genotype means | noise floor (sd over seeds) "
-            "| reliability of the means | τ vs long (p, n) |",
-            "|" + "---|" * 6,
+            "| recipe | genotypes (trials) | sd of genotype means | noise floor (sd over seeds) "
+            f"| reliability of the means | seeds per genotype for reliability {TAU_RELIABILITY:.2f} "
+            "| τ vs long (p, n) | τ ceiling from the noise |",
+            "|" + "---|" * 8,
         ]
         for r in matched:
             n = sum(v["n"] for v in r["matched"].values())
             v = r.get("versus")
             vs = "–" if not v else f"{v['tau']:+.2f} ({v['p']:.2g}, {v['genotypes']})"
+            ceiling = None
+            if v and long_row is not None:
+                r["tau_ceiling"] = ceiling = tau_ceiling(r["matched_reliability"], long_row.get("matched_reliability"))
             lines.append(
-                f"| {r['name']} | {len(r['matched'])} ({n} trials) | {r['matched_spread']:.3f} | "
-                f"{_f(r['matched_noise_floor'], '.3f')} | {_f(r['matched_reliability'], '.2f')} | {vs} |"
+                f"| {r['name']} | {len(r['matched'])} ({n}) | {r['matched_spread']:.3f} | "
+                f"{_f(r['matched_noise_floor'], '.3f')} | {_f(r['matched_reliability'], '.2f')} | "
+                f"{_f(r['matched_seeds_for_tau'], 'd')} | {vs} | {_f(ceiling, '.2f')} |"
             )
     text = "\n".join(lines)
     if figure is not None and rows:

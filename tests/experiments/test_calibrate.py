@@ -158,3 +158,17 @@ def test_the_summary_numbers_from_hand_made_records(tmp_path):
     assert s["matched_spread"] == pytest.approx(0.4 / np.sqrt(2))
     assert s["matched_noise_floor"] == pytest.approx(np.sqrt(0.02))
     assert s["matched_reliability"] == pytest.approx((0.08 - 0.01) / 0.08)
+    # genotype variance 0.07 against seed variance 0.02: reliability sin(0.35π) = 0.891 needs k with
+    # 0.07 / (0.07 + 0.02 / k) >= 0.891, k >= 2.33, so 3 seeds
+    assert s["matched_seeds_for_tau"] == 3
+
+
+def test_tau_ceiling_is_kendalls_tau_of_the_attenuated_correlation():
+    assert calibrate.tau_ceiling(1.0, 1.0) == pytest.approx(1.0)
+    assert calibrate.tau_ceiling(0.0, 0.9) == pytest.approx(0.0)
+    # reliabilities 0.5 and 0.5: correlation at most 0.5, tau = (2/pi) asin(0.5) = 1/3
+    assert calibrate.tau_ceiling(0.5, 0.5) == pytest.approx(1 / 3)
+    assert calibrate.tau_ceiling(None, 0.9) is None
+    # the reliability the report asks of both recipes gives exactly the target tau
+    r = calibrate.TAU_RELIABILITY
+    assert calibrate.tau_ceiling(r, r) == pytest.approx(calibrate.TAU_TARGET)
