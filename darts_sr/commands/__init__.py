@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "upscale": ("darts_sr.commands.upscale", "super-resolve image files or folders with a trained generator"),
     "latency-table": ("darts_sr.commands.latency_table", "build and validate a latency table for this machine"),
     "latency-check": ("darts_sr.commands.latency_check", "time genotypes end to end against a table's prediction"),
+    "frontier": ("darts_sr.experiments.frontier", "trained genotypes: holdout PSNR against measured ms, the front"),
 }
 
 
