@@ -197,11 +197,24 @@ TPSR = GeneratorGenotype(
     scale=4,
 )
 
-BUILTIN_GENERATORS: dict[str, GeneratorGenotype] = {"tpsr": TPSR}
+
+def plain_chain(*ops: str, channels: int = 16, scale: int = 4) -> GeneratorGenotype:
+    """Node k reads node k-1 (the first reads the stem); the last is the output."""
+    return GeneratorGenotype(tuple(Node(op, k) for k, op in enumerate(ops)), (len(ops),), channels, scale)
+
+
+# Hand-designed tiny SR bodies, as plain chains of the search space: the references a latency frontier sets the search
+# against. The wiring of ESPCN (Shi et al., CVPR 2016: a 5x5 then a 3x3 convolution before the sub-pixel upsampler)
+# and of FSRCNN's body (Dong et al., ECCV 2016: 5x5 feature extraction, four 3x3 mapping layers; its 1x1 shrink and
+# expand have no op here), at the space's width and with its stem and upsampler, not the papers' widths.
+ESPCN_LIKE = plain_chain("conv_5x5", "conv_3x3")
+FSRCNN_LIKE = plain_chain("conv_5x5", "conv_3x3", "conv_3x3", "conv_3x3", "conv_3x3")
+
+BUILTIN_GENERATORS: dict[str, GeneratorGenotype] = {"tpsr": TPSR, "espcn_like": ESPCN_LIKE, "fsrcnn_like": FSRCNN_LIKE}
 
 
 def load_generator_genotype(spec: str | os.PathLike) -> GeneratorGenotype:
-    """A built-in name (``tpsr``) or a JSON file. Errors name the file."""
+    """A built-in name (``tpsr``, ``espcn_like``, ``fsrcnn_like``) or a JSON file. Errors name the file."""
     return load_genotype(spec, BUILTIN_GENERATORS, GeneratorGenotype.from_dict)
 
 

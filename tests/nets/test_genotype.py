@@ -118,3 +118,16 @@ def test_canonical_form_identifies_networks_up_to_node_order():
     assert g([("conv_3x3", 0), ("conv_3x3", 1), ("conv_5x5", 1)], (2, 3)).canonical_form() != c.canonical_form()
     assert g([("conv_3x3", 0), ("conv_3x3", 0), ("conv_5x5", 1)], (1, 2, 3)).canonical_form() != c.canonical_form()
     assert TPSR.canonical_form() == GeneratorGenotype.from_dict(TPSR.to_dict()).canonical_form()
+
+
+def test_the_hand_designed_references_are_plain_chains_by_name():
+    from darts_sr.nets.genotype import ESPCN_LIKE, FSRCNN_LIKE
+
+    for name, genotype, ops in (
+        ("espcn_like", ESPCN_LIKE, ["conv_5x5", "conv_3x3"]),
+        ("fsrcnn_like", FSRCNN_LIKE, ["conv_5x5"] + ["conv_3x3"] * 4),
+    ):
+        assert load_generator_genotype(name) is genotype
+        assert [n.op for n in genotype.nodes] == ops
+        assert [n.input for n in genotype.nodes] == list(range(len(ops)))  # each node reads the one before
+        assert genotype.outputs == (len(ops),) and genotype.channels == 16
