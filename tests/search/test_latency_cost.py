@@ -511,3 +511,53 @@ def test_a_checkpoint_from_before_the_new_cost_keys_resumes_and_derives(tmp_path
     assert resumed.step == 2 and resumed.cost_multiplier == 0.0
     with pytest.raises(RunFolderError, match="another config .*cost"):
         _search(replace(config, cost=replace(config.cost, weight=2.0)), tmp_path / "run", resume=True)
+
+
+def test_landing_derives_again_at_target_times_target_over_measured_and_keeps_the_nearest(tmp_path, capsys):
+    """``derive --land`` times each derived network here (a hand-made table predicts nothing about this machine, so
+    the first measurement is off target) and retargets by the rule; the network written is the nearest round's."""
+    from darts_sr.search import derive
+
+    table_path = _table_json(tmp_path / "table.json")
+    config, run = _latency_config(tmp_path, table_path), tmp_path / "run"
+    _search(config, run).run()
+    save_config(run, to_dict(config))
+    out, record = tmp_path / "landed.json", tmp_path / "landing.json"
+    # The first derivation at 6.0 ms (--target-ms), not the run's 5.8: the rule scales the target derived at.
+    argv = [str(run), "--method", "argmax", "--land", "--land-rounds", "3", "--timings", "3", "--target-ms", "6.0"]
+    assert derive.main([*argv, "--out", str(out), "--json", str(record)]) == 0
+    landing = json.loads(record.read_text())
+    rounds = landing["rounds"]
+    assert landing["target_ms"] == TARGET_MS and 1 <= len(rounds) <= 3
+    assert rounds[0]["derive_target_ms"] == 6.0
+    for before, after in zip(rounds, rounds[1:]):
+        assert abs(before["error"]) > 0.05  # it went on only while off target
+        assert after["derive_target_ms"] == pytest.approx(
+            before["derive_target_ms"] * TARGET_MS / before["measured_ms"]
+        )
+    for r in rounds:
+        assert r["measured_ms"] == pytest.approx(sorted(r["timings_ms"])[1])  # the median of three timings
+        assert r["error"] == pytest.approx(r["measured_ms"] / TARGET_MS - 1) and len(r["load_before"]) == 3
+    chosen = rounds[landing["chosen_round"]]
+    assert abs(chosen["error"]) == min(abs(r["error"]) for r in rounds)
+    assert landing["landed"] == (abs(chosen["error"]) <= 0.05)
+    assert load_generator_genotype(out).to_dict() == chosen["genotype"]
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["genotype"] == chosen["genotype"]
+
+
+def test_landing_a_macs_search_or_json_without_landing_is_a_one_line_error(tmp_path, capsys):
+    from darts_sr.search import derive
+
+    data = {k: dict(v) for k, v in TINY.items()} | {"cost": {"target_macs": 2.0e8}}
+    data["optim"] = {"epochs": 1, "steps_per_epoch": 2, "warmup_epochs": 0}
+    config = load_config(
+        SearchConfig, None, [f"{s}.{k}={json.dumps(v)}" for s, d in data.items() for k, v in d.items()]
+    )
+    run = tmp_path / "run"
+    _search(config, run).run()
+    save_config(run, to_dict(config))
+    capsys.readouterr()  # the search's progress
+    for extra, message in ((["--land"], "landing needs a latency search"), (["--json", "x.json"], "only with --land")):
+        assert derive.main([str(run), "--method", "argmax", *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
