@@ -53,10 +53,13 @@ GROUP_OF = {
     "width": "tpsr_width",
     "baseline": "baseline",
 }
+# A genotype recorded under several names (TPSR is compare's "tpsr" and calibrate's "width_c16") is named by the
+# most specific: what a search found, then the reference, then the first seen.
+LABEL_RANK = {"searched": 2, "tpsr": 1}
 STYLE = {  # group: colour, marker, size, label
     "random": ("0.55", "o", 18, "random genotypes"),
     "tpsr_width": ("tab:green", "s", 30, "TPSR's wiring at 8-32 channels"),
-    "baseline": ("tab:blue", "D", 30, "baselines (by rule)"),
+    "baseline": ("tab:blue", "D", 30, "baselines (hand-designed or by rule)"),
     "tpsr": ("black", "P", 70, "TPSR"),
     "searched": ("tab:red", "*", 140, "searched"),
 }
@@ -104,6 +107,7 @@ def collect(folders: list[Path], phase: str = "pixel") -> tuple[str, list[Point]
     """The recipe hash and one ``Point`` per genotype of the records in ``folders`` (``*_seed*.json``)."""
     recipe, where = None, None
     points: dict[str, Point] = {}
+    ranks: dict[str, str] = {}  # genotype key -> the record group its name came from
     for folder in folders:
         paths = sorted(Path(folder).glob("*_seed*.json"))
         if not paths:
@@ -124,10 +128,11 @@ def collect(folders: list[Path], phase: str = "pixel") -> tuple[str, list[Point]
                 genotype_key(record.genotype),
                 Point(record.model, group, record.genotype, record.params, record.macs_720p),
             )
+            if LABEL_RANK.get(record.group, 0) > LABEL_RANK.get(ranks.get(point.key, ""), 0):
+                point.name, point.group = record.model, group  # a genotype's most specific label wins
+                ranks[point.key] = record.group
             if record.key in point.keys:
                 continue  # the same trial recorded by two experiments
-            if group == "tpsr" or (group == "searched" and point.group != "tpsr"):
-                point.name, point.group = record.model, group  # a genotype's most specific label wins
             point.keys.add(record.key)
             if record.seed in point.seeds:
                 raise TrialError(f"{path}: seed {record.seed} of this genotype is recorded twice with other trials")
@@ -303,6 +308,12 @@ def plot(points: list[Point], path: Path, limit_ms: float, title: str) -> None:
     )
     ax.axvline(limit_ms, color="tab:red", linestyle="--", linewidth=1, label=f"{limit_ms:g} ms")
     ax.set_xscale("log")
+    low, high = min(p.measured_ms for p in points), max(p.measured_ms for p in points)
+    ticks = [
+        t for t in (5, 10, 15, 20, 25, 30, 40, 50, 70, 100, 150, 200, 300, 500, 1000) if low / 1.2 <= t <= high * 1.2
+    ]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("measured ms for a 1280x720 output (log)", fontsize=9)
     ax.set_ylabel("holdout Y-PSNR (dB), mean over seeds (bars: seed sd)", fontsize=9)
     ax.set_title(title, fontsize=9)

@@ -113,3 +113,16 @@ def test_the_width_ladders_16_channel_rung_is_tpsr():
     assert frontier._group("width", TPSR.to_dict()) == "tpsr"
     assert frontier._group("width", tiny("conv_3x3")) == "tpsr_width"
     assert frontier._group("matched", tiny("conv_3x3")) == "random"
+
+
+def test_a_genotype_recorded_by_two_experiments_keeps_its_most_specific_name(tmp_path):
+    """TPSR is calibrate's width_c16 and compare's tpsr, the same trials: one point, named tpsr, each seed once."""
+    calibration, comparison = tmp_path / "calibration", tmp_path / "comparison"
+    calibration.mkdir(), comparison.mkdir()
+    for seed, psnr in enumerate((27.4, 27.5, 27.6)):
+        record(calibration, "width_c16", "width", TPSR.to_dict(), seed, psnr, key=f"t{seed}")
+    for seed, psnr in enumerate((27.4, 27.5)):
+        record(comparison, "tpsr", "tpsr", TPSR.to_dict(), seed, psnr, key=f"t{seed}")
+    _, points = frontier.collect([calibration, comparison])
+    (p,) = points
+    assert (p.name, p.group, p.seeds) == ("tpsr", "tpsr", {0: 27.4, 1: 27.5, 2: 27.6})
