@@ -22,6 +22,7 @@ declare -A RECIPE=(
   # The long recipes the chosen one is validated against on the matched ladder (3x and 4x p48_b4_6k's compute).
   [p48_b4_18k]="data.patch_size=48 data.batch_size=4 pixel_phase.steps=18000 val_every=2000"
   [p48_b4_24k]="data.patch_size=48 data.batch_size=4 pixel_phase.steps=24000 val_every=2000"
+  [p48_b4_36k]="data.patch_size=48 data.batch_size=4 pixel_phase.steps=36000 val_every=4000"  # 3x p48_b4_12k
 )
 # The queue, in order: a cheap screen of each recipe on the cost ladder (one seed), then the width ladder (two seeds)
 # of the recipes that look best. "recipe ladder seeds" per line; a job's trials are split between the shards.
@@ -37,6 +38,9 @@ QUEUE=(
   "short width 2"
   "p32_b16_6k_ema cost 1"
   "p48_b4_12k cost 1"
+  "p48_b4_12k width 2"
+  "p48_b4_12k matched 2"
+  "p48_b4_36k matched 1"
 )
 
 run() {  # run NAME LADDER SEEDS
