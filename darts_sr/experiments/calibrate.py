@@ -266,15 +266,11 @@ def matched_summary(matched: dict[str, list[float]]) -> dict:
     if len(matched) < 2:
         return {}
     means = [stats.mean_sd(v)[0] for v in matched.values()]
-    spread = stats.mean_sd(means)[1]
-    floor = stats.pooled_sd(list(matched.values()))
-    seeds = sum(len(v) for v in matched.values()) / len(matched)
-    reliability = seeds_needed = None
-    if floor is not None and spread:
-        genotype_variance = max(0.0, spread**2 - floor**2 / seeds)
-        reliability = genotype_variance / spread**2
-        if genotype_variance > 0:
-            seeds_needed = math.ceil(TAU_RELIABILITY / (1 - TAU_RELIABILITY) * floor**2 / genotype_variance)
+    spread, floor, reliability = stats.reliability_of_means(list(matched.values()))
+    seeds_needed = None
+    if reliability:  # the genotypes' own variance, floor^2 / k to reach TAU_RELIABILITY with k seeds
+        genotype_variance = reliability * spread**2
+        seeds_needed = math.ceil(TAU_RELIABILITY / (1 - TAU_RELIABILITY) * floor**2 / genotype_variance)
     return {
         "matched": {k: {"mean": m, "n": len(v)} for (k, v), m in zip(matched.items(), means)},
         "matched_spread": spread,
@@ -288,14 +284,6 @@ TAU_TARGET = 0.7  # the τ the long-recipe check asks for
 # Two recipes that rank the genotypes' true means identically, each measuring them with reliability R, correlate at
 # most R (Spearman's attenuation; normal errors), and Kendall's τ = (2/π)·asin(correlation): τ 0.7 needs R ≥ sin(0.35π).
 TAU_RELIABILITY = math.sin(math.pi * TAU_TARGET / 2)
-
-
-def tau_ceiling(reliability: float | None, other: float | None) -> float | None:
-    """The expected Kendall τ between two recipes that agree perfectly on the genotypes' true means, when their
-    genotype means have these reliabilities (normal model): the most a τ against a long recipe can show."""
-    if reliability is None or other is None:
-        return None
-    return 2 / math.pi * math.asin(math.sqrt(reliability * other))
 
 
 def versus(folder: Path, long: Path) -> dict | None:
@@ -365,7 +353,9 @@ def report(folders: list[Path], long: Path | None = None, figure: Path | None = 
             vs = "–" if not v else f"{v['tau']:+.2f} ({v['p']:.2g}, {v['genotypes']})"
             ceiling = None
             if v and long_row is not None:
-                r["tau_ceiling"] = ceiling = tau_ceiling(r["matched_reliability"], long_row.get("matched_reliability"))
+                r["tau_ceiling"] = ceiling = stats.tau_ceiling(
+                    r["matched_reliability"], long_row.get("matched_reliability")
+                )
             lines.append(
                 f"| {r['name']} | {len(r['matched'])} ({n}) | {r['matched_spread']:.3f} | "
                 f"{_f(r['matched_noise_floor'], '.3f')} | {_f(r['matched_reliability'], '.2f')} | "

@@ -7,6 +7,7 @@ Seeds measure the noise floor, the spread one genotype shows when only the train
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,6 +46,29 @@ def pooled_sd(groups: Sequence[Sequence[float]]) -> float | None:
             squares += float(((x - x.mean()) ** 2).sum())
             dof += x.size - 1
     return float(np.sqrt(squares / dof)) if dof else None
+
+
+def reliability_of_means(groups: Sequence[Sequence[float]]) -> tuple[float | None, float | None, float | None]:
+    """``(spread, floor, reliability)`` of per-genotype means over seeds: the sd of the means, the noise floor
+    (``pooled_sd``) and the share of the means' variance that is not seed noise (floor^2 / mean seeds removed, at
+    least 0). A ranking by these means cannot agree with any other better than this reliability allows."""
+    if len(groups) < 2:
+        return None, None, None
+    spread = mean_sd([mean_sd(g)[0] for g in groups])[1]
+    floor = pooled_sd(groups)
+    if floor is None or not spread:
+        return spread, floor, None
+    seeds = sum(len(g) for g in groups) / len(groups)
+    return spread, floor, max(0.0, spread**2 - floor**2 / seeds) / spread**2
+
+
+def tau_ceiling(reliability: float | None, other: float | None) -> float | None:
+    """The expected Kendall τ between two rankings that agree perfectly on the genotypes' true means, when their
+    means have these reliabilities (normal model: the correlation is attenuated to sqrt(R1 R2), and Kendall's τ is
+    (2/π)·asin of the correlation): the most τ such a comparison can show."""
+    if reliability is None or other is None:
+        return None
+    return 2 / math.pi * math.asin(math.sqrt(reliability * other))
 
 
 def bootstrap_mean_gap(
