@@ -13,8 +13,12 @@ training images (never a reported benchmark):
 
 Standalone results are trial records (``darts_sr.training.trials``), ``<key>.json`` in ``--records`` (the trial's key),
 written as each lands and reused by every later call: the same samples serve every search run with the same target,
-and an interrupted check continues where it stopped. The result, with tau and its p-value, goes to
-``<run>/rank_check.json``.
+and an interrupted check continues where it stopped; ``--reuse RESULTS`` copies a trial another experiment recorded
+(calibrate's matched ladder trains the same samples when its recipe is the same). With ``--standalone-seeds K`` each
+genotype is trained with seeds 0..K-1 and ranked by its mean; from K = 2 the result also says how reliable those
+means are (``stats.reliability_of_means``) and the most tau they allow against a noise-free supernet score
+(``stats.tau_ceiling``): at matched MACs genotypes differ by about one seed's noise, so a low tau may be the
+yardstick's and not the supernet's. The result, with tau and its p-value, goes to ``<run>/rank_check.json``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from darts_sr import cli, run_files
 from darts_sr.config import ConfigError, SearchConfig, TrainConfig, from_dict, load_config
 from darts_sr.data import DEFAULT_BENCHMARKS, HOLDOUT, PatchSampler, load_dataset, load_training_pairs, parse_data_spec
 from darts_sr.evaluation.scoring import Evaluator, evaluate_pairs
+from darts_sr.experiments import stats
 from darts_sr.io import atomic_write_text, load_checkpoint
 from darts_sr.nets.genotype import GeneratorGenotype, load_generator_genotype
 from darts_sr.nets.networks import MacsWindow, generator_macs, generator_params
@@ -63,6 +68,15 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     p.add_argument("--split-dir", type=Path, default=Path("runs/rank_check_split"), help="where the split's links go")
     p.add_argument("--seed", type=int, default=0, help="genotype sampling seed")
     p.add_argument("--calibration-batches", type=int, default=20)
+    p.add_argument("--standalone-seeds", type=int, default=1, help="training seeds per genotype, mean ranked (1)")
+    p.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="RESULTS",
+        help="another experiment's records: a trial recorded there is copied, not retrained",
+    )
     p.add_argument("--only-standalone", action="store_true", help="train the missing records, skip the supernet")
     p.add_argument(
         "--shard",
@@ -93,16 +107,24 @@ def standalone_records(
     work: Path,
     benchmarks: list[tuple[str, str]],
     shard: str = "0/1",
-) -> list[TrialRecord]:
-    """Each genotype retrained with ``recipe`` (pixel phase, seed 0) as a ``Trial``, recorded as ``<key>.json`` in
-    ``records`` (the trial's key: the same samples serve every search run with the same target). The model kept is
-    the recipe's best on the holdout slice; benchmarks are scored with it for reporting, never for choosing."""
-    planned = [
-        Planned(Trial(g, recipe).key(), Trial(g, recipe), {"model": "standalone", "group": "sample"}) for g in genotypes
-    ]
+    seeds: int = 1,
+    reuse: list[Path] = (),
+) -> list[list[TrialRecord]]:
+    """Each genotype retrained with ``recipe`` (pixel phase, seeds 0..``seeds``-1) as ``Trial``s, recorded as
+    ``<key>.json`` in ``records`` (the trial's key: the same samples serve every search run with the same target).
+    The model kept is the recipe's best on the holdout slice; benchmarks are scored with it for reporting, never for
+    choosing. Returns each genotype's records (those of this shard that are done)."""
+    trials = [Trial(g, recipe, seed) for g in genotypes for seed in range(seeds)]
+    planned = [Planned(t.key(), t, {"model": "standalone", "group": "sample"}) for t in trials]
     evaluator = Evaluator(benchmarks, recipe.data.scale, cli.resolve_device(recipe.run.device))
-    done = {r.key: r for r in run_trials(planned, records, work, evaluator, shard)}
-    return [done[p.name] for p in planned if p.name in done]
+    done = {r.key: r for r in run_trials(planned, records, work, evaluator, shard, reuse)}
+    return [
+        [done[p.name] for p in planned[i * seeds : (i + 1) * seeds] if p.name in done] for i in range(len(genotypes))
+    ]
+
+
+def mean_psnr(records: list[TrialRecord], dataset: str = HOLDOUT_VAL) -> float:
+    return stats.mean_sd([r.psnr(dataset) for r in records])[0]
 
 
 def convert_legacy_record(old: dict, train_specs: tuple[str, ...]) -> TrialRecord:
@@ -157,13 +179,14 @@ def supernet_psnr(net: GeneratorSupernet, genotype: GeneratorGenotype, sampler, 
     return evaluate_pairs(net, val_pairs, "holdout", net.scale)["psnr_y"]
 
 
-def place_among_samples(names: list[str], extra: list[TrialRecord], samples: list[TrialRecord]) -> None:
-    """Prints where each extra genotype (a searched one, say) falls among the random samples, per score."""
-    for name, record in zip(names, extra):
-        datasets = [HOLDOUT_VAL, *(d for d in record.scores["pixel"] if d != HOLDOUT_VAL)]
+def place_among_samples(names: list[str], extra: list[list[TrialRecord]], samples: list[list[TrialRecord]]) -> None:
+    """Prints where each extra genotype (a searched one, say) falls among the random samples, per score (means over
+    seeds)."""
+    for name, records in zip(names, extra):
+        datasets = [HOLDOUT_VAL, *(d for d in records[0].scores["pixel"] if d != HOLDOUT_VAL)]
         cells = []
         for dataset in datasets:
-            value, population = record.psnr(dataset), [r.psnr(dataset) for r in samples]
+            value, population = mean_psnr(records, dataset), [mean_psnr(r, dataset) for r in samples]
             cells.append(
                 f"{dataset} {value:.3f} dB (random median {np.median(population):.3f}, above "
                 f"{sum(value > p for p in population)} of {len(population)})"
@@ -198,16 +221,21 @@ def rank_check(args: argparse.Namespace) -> None:
     work = args.split_dir.parent / "rank_check_runs"
     benchmarks = [parse_data_spec(b) for b in args.benchmark or DEFAULT_BENCHMARKS]
     also = [load_generator_genotype(a) for a in args.also]
+    if args.standalone_seeds < 1:
+        raise ConfigError(f"--standalone-seeds {args.standalone_seeds}: at least 1")
+    common = (args.records, work, benchmarks)
+    seeds = {"seeds": args.standalone_seeds, "reuse": args.reuse}
     if args.only_standalone:
-        standalone_records([*genotypes, *also], recipe, args.records, work, benchmarks, args.shard)
+        standalone_records([*genotypes, *also], recipe, *common, args.shard, **seeds)
         if args.shard != "0/1":
             return  # the other shards may still be training; rerun with --shard 0/1 for the comparison
-    samples = standalone_records(genotypes, recipe, args.records, work, benchmarks)
-    extra = standalone_records(also, recipe, args.records, work, benchmarks)
+    samples = standalone_records(genotypes, recipe, *common, **seeds)
+    extra = standalone_records(also, recipe, *common, **seeds)
     place_among_samples(args.also, extra, samples)
     if args.only_standalone:
         return
-    standalone = [r.psnr(HOLDOUT_VAL) for r in samples]
+    standalone = [mean_psnr(r) for r in samples]
+    _spread, floor, reliability = stats.reliability_of_means([[r.psnr(HOLDOUT_VAL) for r in rs] for rs in samples])
     net = GeneratorSupernet(s.nodes, s.channels, search.data.scale, s.ops, s.input_window, s.strategy, s.normalize)
     net.load_state_dict(load_checkpoint(args.run / run_files.GENERATOR_SEARCH.checkpoint)["supernet"])
     scale = search.data.scale
@@ -222,23 +250,31 @@ def rank_check(args: argparse.Namespace) -> None:
         "tau": float(tau),
         "p_value": float(p_value),
         "recipe": str(args.recipe),
+        "standalone_seeds": args.standalone_seeds,
+        "standalone_noise_floor": floor,  # None with one seed
+        "standalone_reliability": reliability,
+        "tau_ceiling": stats.tau_ceiling(reliability, 1.0),  # the supernet's score taken as noise-free: an upper bound
         "genotypes": [
             {
                 "genotype": g.to_dict(),
                 "macs_720p": generator_macs(g),
                 "supernet_psnr": a,
                 "standalone_psnr": b,
-                "record": r.key,
+                "records": [r.key for r in rs],
             }
-            for g, a, b, r in zip(genotypes, inherited, standalone, samples)
+            for g, a, b, rs in zip(genotypes, inherited, standalone, samples)
         ],
         "also": [
-            {"genotype": spec, "record": r.key, "holdout_psnr": r.psnr(HOLDOUT_VAL)}
-            for spec, r in zip(args.also, extra)
+            {"genotype": spec, "records": [r.key for r in rs], "holdout_psnr": mean_psnr(rs)}
+            for spec, rs in zip(args.also, extra)
         ],
     }
     atomic_write_text(args.run / "rank_check.json", json.dumps(result, indent=2) + "\n")
-    print(f"Kendall tau {tau:.3f} (p = {p_value:.3f}) over {args.samples} genotypes")
+    ceiling = result["tau_ceiling"]
+    limit = (
+        "" if ceiling is None else f"; the standalone means' reliability {reliability:.2f} allows at most {ceiling:.2f}"
+    )
+    print(f"Kendall tau {tau:.3f} (p = {p_value:.3f}) over {args.samples} genotypes{limit}")
 
 
 if __name__ == "__main__":
