@@ -64,6 +64,37 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     return p.parse_args(argv)
 
 
+def resumed_search(run: Path, batches: int | None = None, device: str | None = None) -> GeneratorSearch:
+    """``run``'s search as its last checkpoint left it (weights and architecture parameters), ready to derive."""
+    if not (run / run_files.GENERATOR_SEARCH.checkpoint).is_file():
+        raise RunFolderError(f"{run}: no {run_files.GENERATOR_SEARCH.checkpoint} to derive from")
+    config = load_config(SearchConfig, run / run_files.CONFIG)
+    if batches is not None:
+        config = replace(config, derive=replace(config.derive, batches=batches))
+    if device is not None:
+        config = replace(config, run=replace(config.run, device=device))
+    return GeneratorSearch(config, run, resume=True)
+
+
+def derive_at(search: GeneratorSearch, method: str, target_ms: float | None = None, target_macs: float | None = None):
+    """``(genotype, report)`` derived with ``method`` in the run's window or one around another target in the run's
+    unit (``target_ms`` for a latency search, ``target_macs`` for a MACs search)."""
+    cost = search.cfg.cost
+    if (target_ms is not None and cost.unit != "latency") or (target_macs is not None and cost.unit != "macs"):
+        given = "--target-ms" if target_ms is not None else "--target-macs"
+        raise ConfigError(
+            f"{given}: {search.run_dir} searched with cost.unit {cost.unit}; give its target in that unit"
+        )
+    target = target_ms if target_ms is not None else target_macs
+    if target is not None and not target > 0:
+        raise ConfigError(f"derive target {target}: must be positive")
+    window = None
+    if target is not None:
+        band = (LatencyWindow if cost.unit == "latency" else MacsWindow)(target, cost.tolerance)
+        window = (band.low, band.high)
+    return search.derive(method, window=window)
+
+
 def derive_from_run(
     run: Path,
     method: str,
@@ -72,28 +103,8 @@ def derive_from_run(
     target_ms: float | None = None,
     target_macs: float | None = None,
 ):
-    """``(genotype, report)`` of ``run``'s last checkpoint derived with ``method``, in the run's window or one around
-    another target in the run's unit (``target_ms`` for a latency search, ``target_macs`` for a MACs search)."""
-    if not (run / run_files.GENERATOR_SEARCH.checkpoint).is_file():
-        raise RunFolderError(f"{run}: no {run_files.GENERATOR_SEARCH.checkpoint} to derive from")
-    config = load_config(SearchConfig, run / run_files.CONFIG)
-    if batches is not None:
-        config = replace(config, derive=replace(config.derive, batches=batches))
-    if device is not None:
-        config = replace(config, run=replace(config.run, device=device))
-    unit = config.cost.unit
-    if (target_ms is not None and unit != "latency") or (target_macs is not None and unit != "macs"):
-        given = "--target-ms" if target_ms is not None else "--target-macs"
-        raise ConfigError(f"{given}: {run} searched with cost.unit {unit}; give its target in that unit")
-    target = target_ms if target_ms is not None else target_macs
-    if target is not None and not target > 0:
-        raise ConfigError(f"derive target {target}: must be positive")
-    search = GeneratorSearch(config, run, resume=True)
-    window = None
-    if target is not None:
-        band = (LatencyWindow if unit == "latency" else MacsWindow)(target, config.cost.tolerance)
-        window = (band.low, band.high)
-    return search.derive(method, window=window)
+    """``(genotype, report)`` of ``run``'s last checkpoint (``resumed_search``, ``derive_at``)."""
+    return derive_at(resumed_search(run, batches, device), method, target_ms, target_macs)
 
 
 def land(
@@ -117,9 +128,10 @@ def land(
     goal = config.cost.target_ms
     table = LatencyTable.load(config.cost.latency_table)
     prov = table.provenance
+    search = resumed_search(run, batches, device)  # loaded once: each round only derives again
     target, history, timed = start_ms or goal, [], {}
     for _ in range(rounds):
-        genotype, report = derive_from_run(run, method, batches, device, target_ms=target)
+        genotype, report = derive_at(search, method, target_ms=target)
         if genotype.to_json() in timed:
             log.info("derived at %.1f ms: the network of an earlier round; stopping", target)
             break
