@@ -39,7 +39,15 @@ from darts_sr.io import atomic_write_bytes, atomic_write_text
 from darts_sr.nets.genotype import TPSR, GeneratorGenotype, load_generator_genotype, save_genotype
 from darts_sr.nets.networks import MacsWindow, generator_macs, generator_params
 from darts_sr.search.sampling import matched_random_genotypes
-from darts_sr.training.trials import HOLDOUT_VAL, Planned, Trial, TrialRecord, read_record, run_trials
+from darts_sr.training.trials import (
+    HOLDOUT_VAL,
+    Planned,
+    Trial,
+    TrialRecord,
+    add_reuse_argument,
+    read_record,
+    run_trials,
+)
 
 log = logging.getLogger("calibrate")
 
@@ -71,14 +79,7 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
         metavar="NAME=PATH",
         help="reported sets, never used for choosing (default: Set5 and Set14 from ../shared)",
     )
-    p.add_argument(
-        "--reuse",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="RESULTS",
-        help="other records folders: the same trial recorded there is copied, not retrained",
-    )
+    add_reuse_argument(p)
     p.add_argument("--report", nargs="+", type=Path, metavar="RESULTS", help="only the report of these recipes")
     p.add_argument("--versus", type=Path, metavar="RESULTS", help="with --report: Kendall tau against a long recipe")
     p.add_argument("--figure", type=Path, default=Path(FIGURE), help=f"with --report: the figure ({FIGURE})")

@@ -56,7 +56,15 @@ from darts_sr.nets.genotype import TPSR, GeneratorGenotype, load_generator_genot
 from darts_sr.nets.networks import REFERENCE_LR_SIZE, LatencyWindow, MacsWindow, generator_macs
 from darts_sr.search.cost import Cost, latency_cost
 from darts_sr.search.sampling import CostFunction, Window, random_genotypes
-from darts_sr.training.trials import Planned, Trial, parse_shard, refuse_reported_validation, run_trials, selection_name
+from darts_sr.training.trials import (
+    Planned,
+    Trial,
+    add_reuse_argument,
+    parse_shard,
+    refuse_reported_validation,
+    run_trials,
+    selection_name,
+)
 
 log = logging.getLogger("compare")
 
@@ -107,15 +115,7 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, default=Path("results/compare"), help="records folder (results/compare)")
     o.add_argument("--work", type=Path, help="run folders (default: runs/<name of --out>)")
-    o.add_argument(
-        "--reuse",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="RESULTS",
-        help="another experiment's records: a model with the same genotype, recipe and seed there is "
-        "copied, not retrained",
-    )
+    add_reuse_argument(o)
     o.add_argument("--report", type=Path, metavar="RESULTS", help="only rebuild the report of RESULTS from records")
     o.add_argument("--versus", type=Path, metavar="RESULTS", help="with the report: Kendall tau against RESULTS")
     return p.parse_args(argv)

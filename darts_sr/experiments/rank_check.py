@@ -49,6 +49,7 @@ from darts_sr.training.trials import (
     Planned,
     Trial,
     TrialRecord,
+    add_reuse_argument,
     resolve_validation,
     run_trials,
     short_hash,
@@ -69,14 +70,7 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     p.add_argument("--seed", type=int, default=0, help="genotype sampling seed")
     p.add_argument("--calibration-batches", type=int, default=20)
     p.add_argument("--standalone-seeds", type=int, default=1, help="training seeds per genotype, mean ranked (1)")
-    p.add_argument(
-        "--reuse",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="RESULTS",
-        help="another experiment's records: a trial recorded there is copied, not retrained",
-    )
+    add_reuse_argument(p)
     p.add_argument("--only-standalone", action="store_true", help="train the missing records, skip the supernet")
     p.add_argument(
         "--shard",

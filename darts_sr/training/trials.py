@@ -377,6 +377,19 @@ class Planned:
     extra: dict = field(default_factory=dict)
 
 
+def add_reuse_argument(parser) -> None:
+    """``--reuse RESULTS`` (repeatable), as every experiment that trains trials takes it: ``run_trials``'s ``reuse``."""
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="RESULTS",
+        help="another experiment's records: a trial recorded there (same genotype, recipe, seed) is copied, not "
+        "retrained",
+    )
+
+
 def parse_shard(spec: str) -> tuple[int, int]:
     index, _, count = spec.partition("/")
     if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
