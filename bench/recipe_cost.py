@@ -3,7 +3,8 @@
     OMP_NUM_THREADS=1 python bench/recipe_cost.py [--steps 300] [--recipe NAME ...]
 
 The recipes are read from ``scripts/calibration_sweep.sh`` (its ``RECIPE`` table of overrides of
-``configs/compare_cpu.yaml``, pixel phase only), so the sweep and this benchmark cannot drift apart. For each, ``tpsr``
+``configs/compare_cpu_short.yaml``, pixel phase only), so the sweep and this benchmark cannot drift apart. For each,
+``tpsr``
 is retrained for ``--steps`` steps with one thread and no validation, the median step time of the last half is
 taken, and the recipe's full length is extrapolated (``steps x step time``; the validations, a few seconds each,
 are left out). Run it on a quiet machine: the load average before and after is printed with the figures.
@@ -64,7 +65,7 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()}; torch threads {torch.get_num_threads()}")
     for name in args.recipe or recipes:
         overrides = ["gan_phase.steps=0", "data.skip_small=true", *recipes[name]]
-        recipe = load_config(TrainConfig, ROOT / "configs" / "compare_cpu.yaml", overrides)
+        recipe = load_config(TrainConfig, ROOT / "configs" / "compare_cpu_short.yaml", overrides)
         seconds = step_seconds(recipe, args.steps)
         minutes = seconds * recipe.pixel_phase.steps / 60
         print(f"{name}: {1000 * seconds:.1f} ms/step x {recipe.pixel_phase.steps} steps = {minutes:.1f} min per tpsr")

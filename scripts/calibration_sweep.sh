@@ -11,7 +11,7 @@ py="${PYTHON:-$root/.venv/bin/python}"
 results="${RESULTS:-$root/results/calibration}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
-# name: overrides of configs/compare_cpu.yaml (pixel phase only; T91 + BSD200 less the holdout and duplicates).
+# name: overrides of configs/compare_cpu_short.yaml, the first recipe (pixel phase only; T91 + BSD200 less the holdout and duplicates).
 declare -A RECIPE=(
   [short]=""
   [p48_b4_6k]="data.patch_size=48 data.batch_size=4 pixel_phase.steps=6000 val_every=1000"
@@ -47,7 +47,7 @@ run() {  # run NAME LADDER SEEDS
   local name="$1" ladder="$2" seeds="$3"
   local sets=(--set gan_phase.steps=0 --set data.skip_small=true)
   for kv in ${RECIPE[$name]}; do sets+=(--set "$kv"); done
-  (cd "$root" && "$py" -m darts_sr.experiments.calibrate --config compare_cpu "${sets[@]}" --ladder "$ladder" \
+  (cd "$root" && "$py" -m darts_sr.experiments.calibrate --config compare_cpu_short "${sets[@]}" --ladder "$ladder" \
       --seeds "$seeds" --ladders "$results/ladders" --out "$results/$name" --reuse "$results/$name" --shard "$shard")
 }
 

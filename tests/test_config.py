@@ -11,6 +11,7 @@ def test_presets_load():
     for preset in (
         "configs/train_demo.yaml",
         "configs/compare_cpu.yaml",
+        "configs/compare_cpu_short.yaml",
         "configs/compare_cpu_realistic.yaml",
         "configs/compare_div2k.yaml",
     ):

@@ -46,7 +46,9 @@ def test_random_genotypes_stay_in_the_window_under_the_skip_cap():
     assert matched_random_genotypes(5, MacsWindow(target), 0, **space | {"ops": tuple(space["ops"])}) == found[:5]
 
 
-@pytest.mark.parametrize("recipe_file", ["configs/compare_cpu.yaml", "configs/compare_cpu_realistic.yaml"])
+@pytest.mark.parametrize(
+    "recipe_file", ["configs/compare_cpu.yaml", "configs/compare_cpu_short.yaml", "configs/compare_cpu_realistic.yaml"]
+)
 def test_the_validation_slice_never_overlaps_training(recipe_file, tmp_path, shared):
     recipe = load_config(TrainConfig, recipe_file)
     assert recipe.data.val == HOLDOUT_VAL

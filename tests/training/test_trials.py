@@ -31,7 +31,8 @@ def _images(folder: Path, names: list[str], side: int = 48) -> None:
 
 
 def test_the_same_training_has_one_identity_wherever_it_runs(tmp_path, shared):
-    recipe = load_config(TrainConfig, "configs/compare_cpu.yaml")
+    # A recipe with a GAN phase, so the discriminator belongs to the identity.
+    recipe = load_config(TrainConfig, "configs/compare_cpu_short.yaml")
     moved = tmp_path / "elsewhere" / "BSD200"
     moved.parent.mkdir()
     moved.symlink_to((shared / "datasets" / "BSD200" / "HR").resolve())
@@ -88,7 +89,7 @@ def test_a_run_folder_of_another_trial_is_refused(tmp_path, one_thread):
 
 
 LEGACY = {  # results/rank_check/09ff4b2fd3d12f84.json as committed before trials (its recipe abbreviated to the keys
-    # that differ from configs/compare_cpu.yaml's pixel phase: the split folders and the whole run section)
+    # that differ from configs/compare_cpu_short.yaml's pixel phase: the split folders and the whole run section)
     "macs_720p": 3621888000,
     "seed": 0,
     "val_psnr": 27.377556918526096,
@@ -99,7 +100,7 @@ LEGACY = {  # results/rank_check/09ff4b2fd3d12f84.json as committed before trial
 
 
 def test_converted_rank_check_records_keep_their_numbers(shared):
-    recipe = load_config(TrainConfig, "configs/compare_cpu.yaml", ["gan_phase.steps=0"])
+    recipe = load_config(TrainConfig, "configs/compare_cpu_short.yaml", ["gan_phase.steps=0"])
     converted = [read_record(p) for p in sorted((REPO / "results" / "rank_check").glob("*.json"))]
     assert len(converted) == 21
     mine = next(
@@ -170,7 +171,7 @@ def test_two_shards_of_one_experiment_start_at_once(tmp_path):
 def test_keys_added_later_leave_old_records_matching():
     """A committed calibration record, made before ``loss.feature_matching`` existed, is still its trial's record."""
     record = read_record(REPO / "results" / "calibration" / "short" / "cost_g0.50_seed0.json")
-    recipe = load_config(TrainConfig, "configs/compare_cpu.yaml", ["gan_phase.steps=0", "data.skip_small=true"])
+    recipe = load_config(TrainConfig, "configs/compare_cpu_short.yaml", ["gan_phase.steps=0", "data.skip_small=true"])
     trial = Trial(TPSR.__class__.from_dict(record.genotype), recipe, record.seed)
     assert "feature_matching" not in trial.identity()["recipe"]["pixel_phase"]["loss"]
     assert trial.key() == record.key
