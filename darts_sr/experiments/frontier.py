@@ -76,6 +76,7 @@ class Point:
     macs_720p: float
     seeds: dict[int, float] = field(default_factory=dict)  # seed -> holdout Y-PSNR
     keys: set[str] = field(default_factory=set)
+    folder: str = ""  # the experiment its name came from
     measured_ms: float | None = None
     on_front: bool = False
 
@@ -126,10 +127,11 @@ def collect(folders: list[Path], phase: str = "pixel") -> tuple[str, list[Point]
             group = _group(record.group, record.genotype)
             point = points.setdefault(
                 genotype_key(record.genotype),
-                Point(record.model, group, record.genotype, record.params, record.macs_720p),
+                Point(record.model, group, record.genotype, record.params, record.macs_720p, folder=Path(folder).name),
             )
             if LABEL_RANK.get(record.group, 0) > LABEL_RANK.get(ranks.get(point.key, ""), 0):
                 point.name, point.group = record.model, group  # a genotype's most specific label wins
+                point.folder = Path(folder).name
                 ranks[point.key] = record.group
             if record.key in point.keys:
                 continue  # the same trial recorded by two experiments
@@ -137,6 +139,14 @@ def collect(folders: list[Path], phase: str = "pixel") -> tuple[str, list[Point]
             if record.seed in point.seeds:
                 raise TrialError(f"{path}: seed {record.seed} of this genotype is recorded twice with other trials")
             point.seeds[record.seed] = score
+    # Experiments name their models alike (every compare has a searched_0 and a random_0): a name that stands for
+    # several genotypes is prefixed by the folder it came from, so each row, marker and percentile is one genotype.
+    named: dict[str, int] = {}
+    for point in points.values():
+        named[point.name] = named.get(point.name, 0) + 1
+    for point in points.values():
+        if named[point.name] > 1:
+            point.name = f"{point.folder}/{point.name}"
     return recipe, sorted(points.values(), key=lambda p: (p.group, p.name))
 
 

@@ -1,6 +1,7 @@
 """darts-sr frontier: trained genotypes of one recipe, timed together, and the front of PSNR against latency."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -126,3 +127,16 @@ def test_a_genotype_recorded_by_two_experiments_keeps_its_most_specific_name(tmp
     _, points = frontier.collect([calibration, comparison])
     (p,) = points
     assert (p.name, p.group, p.seeds) == ("tpsr", "tpsr", {0: 27.4, 1: 27.5, 2: 27.6})
+
+
+def test_models_named_alike_by_two_experiments_keep_apart_by_folder(tmp_path):
+    """Every compare has a searched_0: two searches' genotypes stay two points, named by their folder."""
+    fast, slow = tmp_path / "t30", tmp_path / "t50"
+    fast.mkdir(), slow.mkdir()
+    record(fast, "searched_0", "searched", tiny("conv_3x3"), 0, 27.3)
+    record(slow, "searched_0", "searched", tiny("conv_3x3", "conv_3x3"), 0, 27.5)
+    record(slow, "random_0", "random", tiny("conv_5x5"), 0, 27.4)
+    _, points = frontier.collect([fast, slow])
+    assert sorted(p.name for p in points) == ["random_0", "t30/searched_0", "t50/searched_0"]
+    matched = frontier.matched_percentiles([replace(p, measured_ms=10.0) for p in points], 0.1)
+    assert sorted(matched) == ["t30/searched_0", "t50/searched_0"]
