@@ -15,14 +15,16 @@ seed="${SEED:-0}"
 samples=12
 
 # name: overrides of configs/search_cpu.yaml. Today's search sees 16-px LR patches, about TPSR's receptive radius;
-# the calibrated recipe trains on 48-px ones. Lengths in epochs of 60 steps (12 = today's 720 steps), warm-up a
-# quarter of them.
+# the calibrated recipe trains on 48-px ones (images smaller than that left out, as there). Lengths in epochs of 60
+# steps (12 = today's 720 steps), warm-up a quarter of them. One 48-px step costs 783 ms against 446 ms at 16 px
+# (bench/search_step.py, one thread, generator loss only, other jobs paused, load 1.0-1.1): 720 steps are about
+# 10 minutes of stepping, 7200 about 95.
 declare -A VARIANT=(
   [p16_720]=""
-  [p48_720]="data.patch_size=48 data.batch_size=4"
-  [p48_2160]="data.patch_size=48 data.batch_size=4 optim.epochs=36 optim.warmup_epochs=9"
-  [p48_7200]="data.patch_size=48 data.batch_size=4 optim.epochs=120 optim.warmup_epochs=30"
-  [p48_2160_sampled]="data.patch_size=48 data.batch_size=4 optim.epochs=36 optim.warmup_epochs=9 supernet.strategy=sampled"
+  [p48_720]="data.patch_size=48 data.batch_size=4 data.skip_small=true"
+  [p48_2160]="data.patch_size=48 data.batch_size=4 data.skip_small=true optim.epochs=36 optim.warmup_epochs=9"
+  [p48_7200]="data.patch_size=48 data.batch_size=4 data.skip_small=true optim.epochs=120 optim.warmup_epochs=30"
+  [p48_2160_sampled]="data.patch_size=48 data.batch_size=4 data.skip_small=true optim.epochs=36 optim.warmup_epochs=9 supernet.strategy=sampled"
 )
 rank_check=("$py" -m darts_sr.experiments.rank_check --samples "$samples" --recipe "$root/configs/compare_cpu.yaml"
             --reuse "$root/results/calibration/p48_b4_12k")
