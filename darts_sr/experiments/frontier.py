@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -141,9 +142,7 @@ def collect(folders: list[Path], phase: str = "pixel") -> tuple[str, list[Point]
             point.seeds[record.seed] = score
     # Experiments name their models alike (every compare has a searched_0 and a random_0): a name that stands for
     # several genotypes is prefixed by the folder it came from, so each row, marker and percentile is one genotype.
-    named: dict[str, int] = {}
-    for point in points.values():
-        named[point.name] = named.get(point.name, 0) + 1
+    named = Counter(point.name for point in points.values())
     for point in points.values():
         if named[point.name] > 1:
             point.name = f"{point.folder}/{point.name}"
