@@ -367,8 +367,10 @@ class _Crops:
             )
 
 
-def _load_hr_only(folder: Path, scale: int) -> list[ImagePair]:
+def _load_hr_only(folder: Path, scale: int, stems: set[str] | None = None) -> list[ImagePair]:
     files = _unique_stems(list_images(folder), folder)
+    if stems is not None:  # only these images (the holdout out of a training folder): the rest is never read
+        files = [p for p in files if p.stem in stems]
     crops, pairs = _Crops(scale, str(folder)), []
     with _Progress(len(files), str(folder)) as progress:
         for path in files:
@@ -631,7 +633,29 @@ HOLDOUT = tuple(
         "12003",
     )
 )
+HOLDOUT_VAL = "holdout"  # the data.val value that asks for the held-out slice (HOLDOUT)
 DEFAULT_BENCHMARKS = ("Set5=../shared/anchors/tpsr/Set5", "Set14=../shared/datasets/Set14")
+
+
+def load_validation_pairs(val: str, train_specs: tuple[str, ...], scale: int, crop: int) -> list[ImagePair]:
+    """A search's validation pairs, centre-cropped to ``crop`` LR px: ``val`` is a dataset spec, or ``holdout``: the
+    ``HOLDOUT`` images read out of the training folders, which the training pool never holds. With ``holdout`` the
+    search's diagnostic PSNR is on the slice that the retraining recipes choose checkpoints on, not on a benchmark
+    that is reported."""
+    if val != HOLDOUT_VAL:
+        return centre_crop(load_dataset(val, scale, split="val"), crop, scale)
+    held = {Path(name).stem for name in HOLDOUT}
+    pairs = []
+    for spec in train_specs:
+        folder = Path(spec.split("=", 1)[1] if "=" in spec else spec).expanduser()
+        if spec != "builtin" and folder.is_dir():
+            pairs += _load_hr_only(folder / "HR" if (folder / "HR").is_dir() else folder, scale, held)
+    if len(pairs) != len(held):
+        raise DataError(
+            f"data.val {HOLDOUT_VAL}: found {len(pairs)} of the {len(held)} holdout images in the training folders "
+            f"({', '.join(train_specs)}); they are BSD200 images"
+        )
+    return centre_crop(sorted(pairs, key=lambda p: p.name), crop, scale)
 
 
 def holdout_split(train_specs: tuple[str, ...], holdout: tuple[str, ...], where: Path) -> tuple[list[str], str]:

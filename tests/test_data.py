@@ -13,6 +13,8 @@ from PIL import Image
 from darts_sr.data import (
     BUILTIN_SPLITS,
     IMAGE_EXTENSIONS,
+    HOLDOUT,
+    HOLDOUT_VAL,
     DataError,
     ImagePair,
     PatchSampler,
@@ -22,6 +24,8 @@ from darts_sr.data import (
     list_images,
     load_dataset,
     load_image,
+    load_training_pairs,
+    load_validation_pairs,
     parse_data_spec,
     to_tensor,
     to_uint8,
@@ -360,3 +364,19 @@ def test_patch_sampler_errors() -> None:
         PatchSampler([_synth_pair("tiny", 16, 40, 4)], patch_size=8, scale=4)
     with pytest.raises(DataError, match="nohr"):
         PatchSampler([ImagePair("nohr", _rgb(8, 8), None)], patch_size=4, scale=4)
+
+
+def test_a_search_validates_on_the_holdout_that_its_training_pool_never_holds(tmp_path):
+    rng = np.random.default_rng(0)
+    pool = tmp_path / "BSD200"
+    pool.mkdir()
+    for name in [*HOLDOUT, "a.png", "b.png"]:
+        Image.fromarray(rng.integers(0, 255, (40, 36, 3), dtype=np.uint8)).save(pool / name)
+    specs = (f"BSD200={pool}", "builtin")
+    val = load_validation_pairs(HOLDOUT_VAL, specs, 4, crop=8)
+    assert sorted(p.name for p in val) == sorted(Path(n).stem for n in HOLDOUT)
+    assert {p.lq.shape for p in val} == {(8, 8, 3)} and {p.gt.shape for p in val} == {(32, 32, 3)}
+    assert not {p.name for p in val} & {p.name for p in load_training_pairs(specs, 4)}
+    (pool / HOLDOUT[3]).unlink()
+    with pytest.raises(DataError, match=f"19 of the {len(HOLDOUT)} holdout images"):
+        load_validation_pairs(HOLDOUT_VAL, specs, 4, crop=8)

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from darts_sr import distributed, run_files
 from darts_sr.config import ConfigError, SearchConfig
-from darts_sr.data import PatchSampler, centre_crop, load_dataset, load_training_pairs, split_halves
+from darts_sr.data import PatchSampler, load_training_pairs, load_validation_pairs, split_halves
 from darts_sr.evaluation.scoring import PSNR_ONLY, evaluate_pairs
 from darts_sr.io import atomic_write_text
 from darts_sr.losses import LOSSES, GeneratorLoss, LossWeights, cost_penalty, relativistic_discriminator_loss
@@ -117,7 +117,7 @@ class DiscriminatorSearch(Run):
         train_half, arch_half = split_halves(load_training_pairs(cfg.data.train, scale))
         self.weight_sampler = PatchSampler(train_half, cfg.data.patch_size, scale, skip_small=cfg.data.skip_small)
         self.arch_sampler = PatchSampler(arch_half, cfg.data.patch_size, scale, skip_small=cfg.data.skip_small)
-        self.val_pairs = centre_crop(load_dataset(cfg.data.val, scale, split="val"), cfg.data.val_crop, scale)
+        self.val_pairs = load_validation_pairs(cfg.data.val, cfg.data.train, scale, cfg.data.val_crop)
 
         # The generator's training loss in this stage: `loss` with the search's adversarial weight.
         self.criterion = GeneratorLoss.from_config(dataclasses.replace(cfg.loss, adversarial=adversarial))

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from darts_sr import distributed, run_files
 from darts_sr.config import ConfigError, SearchConfig
-from darts_sr.data import PatchSampler, centre_crop, load_dataset, load_training_pairs, split_halves
+from darts_sr.data import PatchSampler, load_training_pairs, load_validation_pairs, split_halves
 from darts_sr.evaluation.latency import predict_ms
 from darts_sr.evaluation.scoring import PSNR_ONLY, evaluate_pairs
 from darts_sr.losses import GeneratorLoss, cost_penalty
@@ -75,7 +75,7 @@ class GeneratorSearch(Run):
         train_half, arch_half = split_halves(load_training_pairs(cfg.data.train, scale))
         self.weight_sampler = PatchSampler(train_half, cfg.data.patch_size, scale, skip_small=cfg.data.skip_small)
         self.arch_sampler = PatchSampler(arch_half, cfg.data.patch_size, scale, skip_small=cfg.data.skip_small)
-        self.val_pairs = centre_crop(load_dataset(cfg.data.val, scale, split="val"), cfg.data.val_crop, scale)
+        self.val_pairs = load_validation_pairs(cfg.data.val, cfg.data.train, scale, cfg.data.val_crop)
         s = cfg.supernet
         self.supernet = GeneratorSupernet(
             s.nodes, s.channels, scale, s.ops, s.input_window, s.strategy, s.normalize, self.cost

@@ -34,7 +34,7 @@ import torch
 
 from darts_sr import __version__, run_files
 from darts_sr.config import ConfigError, TrainConfig, to_dict
-from darts_sr.data import BUILTIN_SPLITS, HOLDOUT, data_identity, holdout_split, image_stems, names_digest
+from darts_sr.data import BUILTIN_SPLITS, HOLDOUT, HOLDOUT_VAL, data_identity, holdout_split, image_stems, names_digest
 from darts_sr.io import atomic_write_text, file_sha256
 from darts_sr.nets.discriminator import DiscriminatorGenotype, load_discriminator_genotype
 from darts_sr.nets.genotype import GeneratorGenotype, save_genotype
@@ -44,7 +44,6 @@ from darts_sr.training.runner import prepare_run_folder, save_config
 
 log = logging.getLogger(__name__)
 
-HOLDOUT_VAL = "holdout"  # the data.val value that asks for the held-out slice (data.HOLDOUT)
 TRIAL_FILE = "trial.json"  # in a run folder: the identity of the trial it belongs to
 MODEL_FILES = {"pixel": run_files.MODEL_PIXEL, "gan": run_files.MODEL_GAN}
 
