@@ -35,9 +35,11 @@ standalone() {  # the standalone side alone, split between processes; a search r
 }
 
 variant() {
-  local name="$1" out="$root/runs/search_sweep/$1/seed$seed" res="$root/results/search_sweep/$1/seed$seed"
+  local tag="seed$seed"
+  [[ $OMP_NUM_THREADS == 1 ]] || tag+="_t$OMP_NUM_THREADS"  # a rerun on more threads: is it the same network?
+  local name="$1" out="$root/runs/search_sweep/$1/$tag" res="$root/results/search_sweep/$1/$tag"
   [[ -v VARIANT[$name] ]] || { echo "error: no search variant '$name' (scripts/search_sweep.sh: ${!VARIANT[*]})" >&2; exit 2; }
-  if [[ -f $res/history.json ]]; then echo "$name seed $seed: recorded in $res"; return; fi
+  if [[ -f $res/history.json ]]; then echo "$name $tag: recorded in $res"; return; fi
   local sets=(--seed "$seed" --offline)
   for kv in ${VARIANT[$name]}; do sets+=(--set "$kv"); done
   if [[ ! -f $out/genotype_generator.json ]]; then

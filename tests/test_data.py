@@ -12,9 +12,9 @@ from PIL import Image
 
 from darts_sr.data import (
     BUILTIN_SPLITS,
-    IMAGE_EXTENSIONS,
     HOLDOUT,
     HOLDOUT_VAL,
+    IMAGE_EXTENSIONS,
     DataError,
     ImagePair,
     PatchSampler,

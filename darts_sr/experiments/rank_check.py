@@ -233,7 +233,9 @@ def rank_check(args: argparse.Namespace) -> None:
     net = GeneratorSupernet(s.nodes, s.channels, search.data.scale, s.ops, s.input_window, s.strategy, s.normalize)
     net.load_state_dict(load_checkpoint(args.run / run_files.GENERATOR_SEARCH.checkpoint)["supernet"])
     scale = search.data.scale
-    sampler = PatchSampler(load_training_pairs(recipe.data.train, scale), search.data.patch_size, scale)
+    sampler = PatchSampler(
+        load_training_pairs(recipe.data.train, scale), search.data.patch_size, scale, skip_small=search.data.skip_small
+    )
     val_pairs = load_dataset(resolve_validation(recipe, args.split_dir).data.val, scale)
     inherited = [supernet_psnr(net, g, sampler, val_pairs, args.calibration_batches) for g in genotypes]
     tau, p_value = kendalltau(inherited, standalone)
