@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from collections import Counter
@@ -23,7 +24,8 @@ from darts_sr.io import atomic_write_text, load_checkpoint
 from darts_sr.nets.genotype import GeneratorGenotype
 
 HEADER = (
-    "| run | strategy | normalised | cost on | depth | nodes on stem | derived / target MACs | argmax / target MACs "
+    "| run | LR patch | steps | minutes | strategy | normalised | cost on | depth | nodes on stem "
+    "| derived / target MACs | argmax / target MACs "
     "| changed to fit | supernet val PSNR (dB) | mean max op prob | Kendall τ (p) |"
 )
 
@@ -46,8 +48,12 @@ def row(run: Path) -> str:
     if (run / "rank_check.json").is_file():
         check = json.loads((run / "rank_check.json").read_text())
         tau = f"{check['tau']:.2f} ({check['p_value']:.2f})"
+    minutes = summary.get("wall_time_s")
     cells = [
-        run.name,
+        run_name(run),
+        str(config.data.patch_size),
+        str(summary.get("steps", config.optim.epochs * config.optim.steps_per_epoch)),
+        "–" if minutes is None else f"{minutes / 60:.0f}",
         config.supernet.strategy,
         "yes" if config.supernet.normalize else "no",
         f"{config.cost.measure}, {config.cost.penalty}",
@@ -61,6 +67,11 @@ def row(run: Path) -> str:
         tau,
     ]
     return "| " + " | ".join(cells) + " |"
+
+
+def run_name(run: Path) -> str:
+    """The folder's name, with its parent's for a seed folder (``p48_720/seed0``: search_sweep.sh's layout)."""
+    return f"{run.parent.name}/{run.name}" if re.fullmatch(r"seed\d+(_t\d+)?", run.name) else run.name
 
 
 def history(run: Path) -> list[dict]:

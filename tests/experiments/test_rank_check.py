@@ -96,3 +96,12 @@ def test_standalone_seeds_are_averaged_reused_and_bound_the_tau(tmp_path, one_th
     assert all(r["extra"].pop("reused_from").startswith(str(first)) for r in copied.values())
     assert copied == {p.name: json.loads(p.read_text()) for p in first.glob("*.json")}  # copied, not retrained
     assert json.loads((run / "rank_check.json").read_text())["genotypes"] == result["genotypes"]
+
+    # The committed copy (search-report --save, search_sweep.sh's layout) reports the variant, patch, steps, minutes.
+    from darts_sr.experiments import search_report
+
+    assert search_report.main([str(run), "--save", str(tmp_path / "sweep" / "p8")]) == 0
+    cells = search_report.row(tmp_path / "sweep" / "p8" / "run").split(" | ")
+    assert cells[:3] == ["| run", "8", "2"] and cells[-1] == f"{result['tau']:.2f} ({result['p_value']:.2f}) |"
+    (tmp_path / "sweep" / "p8" / "run").rename(tmp_path / "sweep" / "p8" / "seed0")
+    assert search_report.row(tmp_path / "sweep" / "p8" / "seed0").startswith("| p8/seed0 | 8 | 2 | 0 |")
