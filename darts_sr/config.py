@@ -374,6 +374,10 @@ class DiscriminatorSearchConfig:
     # Fine-tunes per candidate per rung (seeds run.seed, run.seed + 1, ...), ranked by their mean scores: on one
     # seed, 100-200 GAN steps of the CPU recipe rank differences smaller than a fine-tune's seed-to-seed spread.
     race_seeds: int = 1
+    # What a rung adds: steps (rung r fine-tunes for race_min_steps * race_eta ** r), or seeds (every rung is a full
+    # race_min_steps fine-tune with race_seeds new seeds, ranked by the mean over all of a candidate's seeds so far):
+    # with seeds, the race judges the fine-tune it chooses for, and survivors' means get tighter as the field narrows.
+    race_grow: typing.Literal["steps", "seeds"] = "steps"
     race_psnr_margin: float = 1.0  # dB under the pixel model's val Y-PSNR at which a candidate is dropped
     # auto: LPIPS where its AlexNet weights exist, else NIQE; ties go to the other one, then to higher Y-PSNR
     race_metric: typing.Literal["auto", "niqe", "lpips"] = "auto"

@@ -19,7 +19,11 @@ generator once, at the end, on the validation slice; with ``stage2.race_seeds`` 
 with seeds ``run.seed`` .. ``run.seed + k - 1`` (``rung<r>/<candidate>_seed<s>`` beyond the first) and the rung ranks
 the mean scores (the per-seed ones are logged under ``per_seed``). Each rung's fine-tune starts afresh from the
 pixel weights with its cosine schedule over the rung's budget: a rung's scores are all of complete fine-tunes of one
-length, at the price of not reusing the previous rung's steps. Then:
+length, at the price of not reusing the previous rung's steps. With ``stage2.race_grow: seeds`` every rung is instead
+as long as ``race_min_steps`` (the fine-tune the race chooses for) and rung r adds ``race_seeds`` new seeds
+(``run.seed + r * race_seeds`` ..), ranking each survivor by the mean over all its seeds so far: short rungs can
+reverse by the full length, and at matched length a leader's margin is judged against more seeds as the field
+narrows. Then:
 
 1. a candidate whose Y-PSNR is under the floor is dropped (the adversarial term wrecked fidelity);
 2. the rest are ranked, lower better, by the primary metric: LPIPS where its AlexNet weights exist
@@ -234,8 +238,10 @@ def successive_halving(
     floor: float,
     metric: str,
     on_score: Callable[[list[dict]], None] | None = None,
+    grow: str = "steps",
 ) -> dict[str, Any]:
-    """Races ``names``: rung r calls ``score(name, r, min_steps * eta ** r)`` for each survivor, drops those whose
+    """Races ``names``: rung r calls ``score(name, r, min_steps * eta ** r)`` (``grow="seeds"``: ``min_steps`` at every
+    rung; the scorer adds seeds) for each survivor, drops those whose
     ``psnr_y`` is under ``floor``, ranks the rest by ``rank_key(scores, metric)`` and keeps the best
     ``len // eta`` (at least one); the race ends at the rung that keeps one (or none: every candidate under the
     floor). Returns ``{"rungs": [...], "winner": name or None}``; ``on_score(rungs)`` sees every step of it."""
@@ -246,7 +252,7 @@ def successive_halving(
     rungs: list[dict] = []
     alive = list(names)
     for r in range(len(names)):  # each rung keeps at most half: this bound is never reached
-        steps = min_steps * eta**r
+        steps = min_steps * eta**r if grow == "steps" else min_steps
         rung: dict[str, Any] = {
             "rung": r,
             "steps": steps,
@@ -377,6 +383,7 @@ def race(config: SearchConfig, run_dir: Path, stage: str = "discriminator") -> d
         "psnr_margin": s.race_psnr_margin,
         "seed": config.run.seed,
         "seeds_per_rung": s.race_seeds,
+        "grow": s.race_grow,
         "candidates": {
             c.name: {
                 "group": c.group,
@@ -419,9 +426,12 @@ def race(config: SearchConfig, run_dir: Path, stage: str = "discriminator") -> d
 
     finetune_seconds = []  # of every fine-tune, finished now or earlier: the race's cost, resumed or not
 
+    earlier: dict[str, list[Scores]] = {}  # with race_grow seeds: each candidate's fine-tunes of the earlier rungs
+
     def score(name: str, rung: int, steps: int) -> Scores:
-        per_seed = []
-        for seed in range(config.run.seed, config.run.seed + s.race_seeds):
+        first = config.run.seed + (rung * s.race_seeds if s.race_grow == "seeds" else 0)
+        per_seed = earlier.setdefault(name, []) if s.race_grow == "seeds" else []
+        for seed in range(first, first + s.race_seeds):
             folder = name if seed == config.run.seed else f"{name}_seed{seed}"
             done = finetune(
                 genotype,
@@ -439,7 +449,7 @@ def race(config: SearchConfig, run_dir: Path, stage: str = "discriminator") -> d
         shown = ", ".join(f"{METRICS[k].label} {format_value(v, METRICS[k].digits)}" for k, v in scores.items())
         seeds = f" (mean of {len(per_seed)} seeds)" if len(per_seed) > 1 else ""
         log.info("race rung %d, %s, %d steps: %s%s", rung, name, steps, shown, seeds)
-        return scores | ({"per_seed": per_seed} if len(per_seed) > 1 else {})
+        return scores | ({"per_seed": list(per_seed)} if len(per_seed) > 1 else {})
 
     outcome = successive_halving(
         list(by_name),
@@ -449,6 +459,7 @@ def race(config: SearchConfig, run_dir: Path, stage: str = "discriminator") -> d
         floor=floor,
         metric=metric,
         on_score=lambda rungs: write_race_log(log_file, head | {"rungs": rungs}),
+        grow=s.race_grow,
     )
     result = (
         head

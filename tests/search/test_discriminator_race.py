@@ -70,6 +70,14 @@ def test_successive_halving_budgets_grow_by_eta_and_an_all_failing_rung_has_no_w
         successive_halving(names, scripted(table, []), eta=1, min_steps=4, floor=0.0, metric="niqe")
 
 
+def test_successive_halving_growing_seeds_keeps_every_rung_at_the_full_length():
+    names = [f"c{i}" for i in range(4)]
+    table = {(n, r): (30.0, float(i) - r) for i, n in enumerate(names) for r in range(2)}
+    calls = []
+    out = successive_halving(names, scripted(table, calls), eta=2, min_steps=5, floor=0.0, metric="niqe", grow="seeds")
+    assert calls == [(n, 0, 5) for n in names] + [("c0", 1, 5), ("c1", 1, 5)] and out["winner"] == "c0"
+
+
 def test_rank_key_primary_metric_then_the_other_then_psnr():
     a = {"psnr_y": 25.0, "niqe": 5.0, "lpips": 0.20}
     b = {"psnr_y": 26.0, "niqe": 6.0, "lpips": 0.20}
@@ -185,6 +193,23 @@ def test_race_seeds_rank_the_mean_of_each_candidates_fine_tunes(tmp_path, race_i
         for folder in (name, f"{name}_seed1"):
             assert (out / "race" / "rung0" / folder / run_files.MODEL_GAN).is_file()
     assert rung["ranking"][0] == min(rung["candidates"], key=lambda n: rung["scores"][n]["niqe"])
+
+
+def test_a_race_growing_seeds_ranks_each_survivor_by_all_its_full_length_fine_tunes(tmp_path, race_inputs, one_thread):
+    config, generator = race_inputs
+    out = tmp_path / "race"
+    argv = ["--stage", "discriminator", "--config", str(config), "--generator", str(generator), "--out", str(out)]
+    assert search_command.main([*argv, "--set", "stage2.race_grow=seeds"]) == 0
+    race = json.loads((out / run_files.DISCRIMINATOR_RACE).read_text())
+    first, second = race["rungs"]  # four candidates, eta 2: four fine-tunes, then two, one kept
+    assert race["grow"] == "seeds" and (first["steps"], second["steps"]) == (2, 2)
+    for name in second["candidates"]:
+        assert "per_seed" not in first["scores"][name]  # one fine-tune in the first rung
+        earlier, later = second["scores"][name]["per_seed"]
+        assert earlier == first["scores"][name] and later["niqe"] != earlier["niqe"]
+        assert second["scores"][name]["niqe"] == pytest.approx((earlier["niqe"] + later["niqe"]) / 2)
+        assert (out / "race" / "rung1" / f"{name}_seed1" / run_files.MODEL_GAN).is_file()  # a new seed, full length
+    assert race["winner"] == min(second["candidates"], key=lambda n: second["scores"][n]["niqe"])
 
 
 @pytest.mark.parametrize(
