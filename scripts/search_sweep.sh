@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The search, trained where the yardstick measures: searches of configs/search_cpu_short.yaml at the calibrated recipe's
+# The search, trained where the yardstick measures: searches of configs/search_cpu.yaml at the calibrated recipe's
 # patch regime and at several lengths, each judged by rank-check's Kendall tau against configs/compare_cpu.yaml
 # (standalone retraining, 12 genotypes at the search's target MACs). Resumable anywhere: a finished variant's
 # results/search_sweep/NAME/seedK/ is skipped, an interrupted search continues from its checkpoint,
@@ -14,7 +14,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 seed="${SEED:-0}"
 samples=12
 
-# name: overrides of configs/search_cpu_short.yaml. The 16-px search sees 16-px LR patches, about TPSR's receptive radius;
+# name: overrides of configs/search_cpu.yaml. Today's search sees 16-px LR patches, about TPSR's receptive radius;
 # the calibrated recipe trains on 48-px ones (images smaller than that left out, as there). Lengths in epochs of 60
 # steps (12 = today's 720 steps), warm-up a quarter of them. One 48-px step costs 783 ms against 446 ms at 16 px
 # (bench/search_step.py, one thread, generator loss only, other jobs paused, load 1.0-1.1): 720 steps are about
@@ -44,7 +44,7 @@ variant() {
   for kv in ${VARIANT[$name]}; do sets+=(--set "$kv"); done
   if [[ ! -f $out/genotype_generator.json ]]; then
     local again=(); [[ -f $out/checkpoints/last.pt ]] && again=(--resume)
-    (cd "$root" && "$py" -m darts_sr search --config configs/search_cpu_short.yaml --out "$out" "${sets[@]}" "${again[@]}")
+    (cd "$root" && "$py" -m darts_sr search --config configs/search_cpu.yaml --out "$out" "${sets[@]}" "${again[@]}")
   fi
   (cd "$root" && "${rank_check[@]}" "$out")
   # search-report copies summary, config, genotype and rank_check, history last: history.json marks it whole.
