@@ -379,6 +379,13 @@ class DiscriminatorSearchConfig:
     # with seeds, the race judges the fine-tune it chooses for, and survivors' means get tighter as the field narrows.
     race_grow: typing.Literal["steps", "seeds"] = "steps"
     race_psnr_margin: float = 1.0  # dB under the pixel model's val Y-PSNR at which a candidate is dropped
+    # The fine-tune the race chooses for, as a retraining recipe (a preset such as gan_finetune_cpu, or a YAML file)
+    # with race_recipe_set's key=value overrides: every fine-tune is that recipe's GAN phase (its data, loss, learning
+    # rates, EMA, discriminator section, val_every and keep rule, so a candidate is scored by the model the rule
+    # keeps), only the steps are the rung's; the run section's seed and device are this config's. Then the race's
+    # pick is judged by compare-discriminators on the same recipe. None = the recipe built from this section.
+    race_recipe: str | None = None
+    race_recipe_set: tuple[str, ...] = ()
     # auto: LPIPS where its AlexNet weights exist, else NIQE; ties go to the other one, then to higher Y-PSNR
     race_metric: typing.Literal["auto", "niqe", "lpips"] = "auto"
 

@@ -23,7 +23,11 @@ length, at the price of not reusing the previous rung's steps. With ``stage2.rac
 as long as ``race_min_steps`` (the fine-tune the race chooses for) and rung r adds ``race_seeds`` new seeds
 (``run.seed + r * race_seeds`` ..), ranking each survivor by the mean over all its seeds so far: short rungs can
 reverse by the full length, and at matched length a leader's margin is judged against more seeds as the field
-narrows. Then:
+narrows. With ``stage2.race_recipe`` (a retraining recipe such as ``gan_finetune_cpu``, with the ``key=value``
+overrides ``race_recipe_set``) every fine-tune is that recipe's GAN phase instead (data, loss, learning rates, EMA,
+discriminator section, validations every ``val_every`` steps), and a candidate is scored by the validation of the
+model the phase's keep rule keeps: the fine-tune ``compare-discriminators`` judges the pick on
+(``configs/race_finetune_cpu.yaml``). Then:
 
 1. a candidate whose Y-PSNR is under the floor is dropped (the adversarial term wrecked fidelity);
 2. the rest are ranked, lower better, by the primary metric: LPIPS where its AlexNet weights exist
@@ -54,12 +58,14 @@ from pathlib import Path
 from typing import Any
 
 from darts_sr import run_files
+from darts_sr.cli import resolve_config
 from darts_sr.config import (
     ConfigError,
     DiscriminatorConfig,
     PhaseConfig,
     SearchConfig,
     TrainConfig,
+    load_config,
 )
 from darts_sr.data import DEFAULT_BENCHMARKS, centre_crop, load_dataset, parse_data_spec
 from darts_sr.evaluation.metrics import METRICS, MetricSettings, create_scorers
@@ -75,6 +81,7 @@ from darts_sr.nets.discriminator import (
 from darts_sr.nets.genotype import GeneratorGenotype
 from darts_sr.nets.networks import load_generator
 from darts_sr.search.discriminator_stage import resolve_generator_genotype
+from darts_sr.training.retrain import chosen_validation, keep_rule
 from darts_sr.training.trials import (
     HOLDOUT_VAL,
     Trial,
@@ -192,25 +199,26 @@ def finetune(
     steps: int,
     run_dir: Path,
     split_dir: Path,
+    val_every: int | None = None,
 ) -> FineTune:
     """``genotype`` started from ``pixel_weights`` (a ``model_pixel.pt`` or a TPSR state dict) and fine-tuned for
-    ``steps`` steps of the recipe's GAN phase (its loss, learning rates and ``discriminator`` section) against
+    ``steps`` steps of the recipe's GAN phase (its loss, learning rates, EMA and ``discriminator`` section) against
     ``Discriminator(d_genotype)`` with seed ``seed``, in ``run_dir``: a ``trials.Trial``, so a finished fine-tune is
-    read back, a cut one resumed, and a folder of any other fine-tune refused. Scored once, at the end, on the
-    recipe's ``data.val``; the trial's record is written beside the run folder (``<run_dir>.json``)."""
+    read back, a cut one resumed, and a folder of any other fine-tune refused. Validated on the recipe's
+    ``data.val`` every ``val_every`` steps (None: once, at the end) and scored by the validation of the model the
+    GAN phase's keep rule kept (all None when the rule kept none: no validation reached its ``psnr_floor``); the
+    trial's record is written beside the run folder (``<run_dir>.json``)."""
     if steps < 1:
         raise ConfigError(f"a fine-tune needs at least one step, got {steps}")
-    recipe = replace(
-        recipe,
-        gan_phase=replace(recipe.gan_phase, steps=steps),
-        val_every=steps,  # scored once, at the end: the model kept is the last one, as in compare's GAN phase
-    )
+    recipe = replace(recipe, gan_phase=replace(recipe.gan_phase, steps=steps), val_every=val_every or steps)
     trial = Trial(genotype, recipe, seed, init=Path(pixel_weights), discriminator=d_genotype)
     record = trial.record(run_dir, split_dir, None, {"model": Path(run_dir).name, "group": "race"})
     write_record(Path(f"{run_dir}.json"), record)
     summary = json.loads((Path(run_dir) / run_files.RETRAIN.summary).read_text())
-    last = [h for h in summary["val_history"] if h["phase"] == "gan"][-1]
-    return FineTune({k: v for k, v in last.items() if k in METRICS}, summary, Path(run_dir))
+    history = [h for h in summary["val_history"] if h["phase"] == "gan"]
+    kept = chosen_validation(history, keep_rule("gan", recipe.gan_phase), recipe.gan_phase.psnr_floor)
+    scores = {k: (None if kept is None else history[kept].get(k)) for k in METRICS}
+    return FineTune(scores, summary, Path(run_dir))
 
 
 # --- successive halving -------------------------------------------------------------------------------------------
@@ -291,11 +299,17 @@ def successive_halving(
 
 
 def race_recipe(config: SearchConfig) -> TrainConfig:
-    """The fine-tuning recipe a race reads off stage 2's settings: the search's data and run sections; the pixel
+    """The fine-tuning recipe of a race: ``stage2.race_recipe`` (with ``race_recipe_set``) where given, with this
+    config's seed and device; else read off stage 2's settings: the search's data and run sections; the pixel
     phase is stage 2's pretraining (constant learning rate), the GAN phase stage 2's generator training (``loss``
     with ``stage2.adversarial`` as its adversarial weight where set, the generator's learning-rate schedule; its
     steps are each rung's budget), the discriminator's learning rate ``d_lr`` (candidates keep their widths)."""
     s = config.stage2
+    if s.race_recipe is not None:
+        recipe = load_config(TrainConfig, resolve_config(s.race_recipe), list(s.race_recipe_set))
+        return replace(recipe, run=replace(recipe.run, seed=config.run.seed, device=config.run.device))
+    if s.race_recipe_set:
+        raise RaceError("stage2.race_recipe_set: overrides of a race_recipe, and none is given")
     loss = config.loss if s.adversarial is None else replace(config.loss, adversarial=s.adversarial)
     return TrainConfig(
         data=config.data,
@@ -327,20 +341,33 @@ def check_race_config(config: SearchConfig, stage: str) -> list[Candidate]:
             raise RaceError(f"stage2.{key}: must be at least {least}, got {value}")
     if not s.race_psnr_margin >= 0:
         raise RaceError(f"stage2.race_psnr_margin: must be >= 0 dB, got {s.race_psnr_margin}")
-    if race_recipe(config).gan_phase.loss.adversarial <= 0:
-        raise RaceError(
-            "stage2.adversarial (or loss.adversarial): the race needs it > 0, or no discriminator can "
-            "change the generator"
+    recipe = race_recipe(config)
+    if recipe.gan_phase.loss.adversarial <= 0:
+        where = (
+            f"{s.race_recipe}: gan_phase.loss.adversarial"
+            if s.race_recipe
+            else "stage2.adversarial (or loss.adversarial)"
         )
-    if s.generator_weights is None and s.pretrain_steps < 1:
-        raise RaceError("stage2.pretrain_steps: the race needs a pixel-pretrained generator (or generator_weights)")
+        raise RaceError(f"{where}: the race needs it > 0, or no discriminator can change the generator")
+    if s.generator_weights is None and recipe.pixel_phase.steps < 1:
+        where = f"{s.race_recipe}: pixel_phase.steps" if s.race_recipe else "stage2.pretrain_steps"
+        raise RaceError(f"{where}: the race needs a pixel-pretrained generator (or stage2.generator_weights)")
+    if s.race_recipe and s.race_grow == "seeds" and s.race_min_steps != recipe.gan_phase.steps:
+        raise RaceError(
+            f"stage2.race_min_steps {s.race_min_steps}: with race_grow seeds every rung is the whole fine-tune; "
+            f"set it to {s.race_recipe}'s gan_phase.steps ({recipe.gan_phase.steps})"
+        )
     if config.data.val == HOLDOUT_VAL and stage == "all":
         raise RaceError(
             f"data.val {HOLDOUT_VAL}: stage 1 cannot validate on it; run the race on its own "
             "(--stage discriminator --generator RUN/genotype_generator.json)"
         )
-    refuse_reported_validation(race_recipe(config), reported_benchmarks())
-    candidates = race_candidates(config)
+    refuse_reported_validation(recipe, reported_benchmarks())
+    # What trains is a candidate at the recipe's discriminator.base_width, where one is set (as compare-discriminators
+    # trains it): two candidates that differ only in width would be the same network.
+    candidates = distinct(
+        [replace(c, genotype=effective_genotype(c.genotype, recipe)) for c in race_candidates(config)]
+    )
     if len(candidates) < 2:
         raise RaceError(
             f"stage2.race_candidates and race_random give {len(candidates)} distinct discriminator(s); "
@@ -442,6 +469,7 @@ def race(config: SearchConfig, run_dir: Path, stage: str = "discriminator") -> d
                 steps,
                 work / f"rung{rung}" / folder,
                 split_dir,
+                recipe.val_every if s.race_recipe else None,
             )
             finetune_seconds.append(done.summary["wall_time_s"])
             per_seed.append(done.scores)

@@ -7,13 +7,13 @@ import math
 import pytest
 import yaml
 
-from conftest import small_genotype
+from conftest import REPO, small_genotype
 from darts_sr import run_files
 from darts_sr.commands import search as search_command
 from darts_sr.config import SearchConfig, load_config
 from darts_sr.nets.discriminator import DiscriminatorGenotype, load_discriminator_genotype
 from darts_sr.nets.genotype import save_genotype
-from darts_sr.search.race import RaceError, finetune, race_recipe, rank_key, successive_halving
+from darts_sr.search.race import RaceError, check_race_config, finetune, race_recipe, rank_key, successive_halving
 from darts_sr.training.retrain import Retrainer
 from darts_sr.training.trials import TrialError
 
@@ -231,3 +231,75 @@ def test_bad_race_input_is_a_one_line_error(tmp_path, race_inputs, capsys, extra
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
     assert not (tmp_path / "race").exists()  # refused before any run folder
+
+
+def test_a_race_on_a_fine_tune_recipe_scores_each_candidate_by_the_model_its_keep_rule_kept(
+    tmp_path, race_inputs, one_thread
+):
+    config, generator = race_inputs
+    recipe = tmp_path / "finetune.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"patch_size": 8, "batch_size": 2, "val_crop": 52},
+                "pixel_phase": {"steps": 3, "lr": 1e-3},
+                "gan_phase": {"steps": 3, "loss": {"pixel": 1.0, "perceptual": 0.0, "adversarial": 0.005}, "ema": 0.5},
+                "discriminator": {"base_width": 8},
+                "val_every": 1,
+            }
+        )
+    )
+    out = tmp_path / "race"
+    argv = [
+        *("--stage", "discriminator", "--config", str(config), "--generator", str(generator), "--out", str(out)),
+        *("--set", f"stage2.race_recipe={recipe}", "--set", "stage2.race_random=1", "--set", "stage2.race_grow=seeds"),
+        *("--set", "stage2.race_min_steps=3"),
+        *("--set", "stage2.race_recipe_set=[gan_phase.keep=lowest_niqe, gan_phase.psnr_floor=0.0]"),
+    ]
+    assert search_command.main(argv) == 0
+    race = json.loads((out / run_files.DISCRIMINATOR_RACE).read_text())
+    assert {c["genotype"]["base_width"] for c in race["candidates"].values()} == {8}  # the recipe's width
+    (rung,) = race["rungs"]
+    for name in rung["candidates"]:
+        summary = json.loads((out / "race" / "rung0" / name / run_files.RETRAIN.summary).read_text())
+        history = [h for h in summary["val_history"] if h["phase"] == "gan"]
+        assert [h["step"] for h in history] == [1, 2, 3]  # the recipe's val_every
+        kept = min(history, key=lambda h: h["niqe"])
+        assert rung["scores"][name] == {k: kept.get(k) for k in rung["scores"][name]}
+        record = json.loads((out / "race" / "rung0" / f"{name}.json").read_text())
+        assert record["identity"]["recipe"]["gan_phase"]["ema"] == 0.5
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--set", "stage2.race_recipe_set=[gan_phase.ema=0.9]"], "race_recipe_set: overrides of a race_recipe"),
+        (
+            ["--set", "stage2.race_recipe=gan_finetune_cpu", "--set", "stage2.race_grow=seeds"]
+            + ["--set", "stage2.generator_weights=pixel.pt"],
+            "stage2.race_min_steps 2: with race_grow seeds every rung is the whole fine-tune; set it to "
+            "gan_finetune_cpu's gan_phase.steps (1000)",
+        ),
+        (["--set", "stage2.race_recipe=gan_finetune_cpu"], "gan_finetune_cpu: pixel_phase.steps: the race needs"),
+        (["--set", "stage2.race_recipe=missing.yaml"], "missing.yaml: no such config file or preset"),
+    ],
+)
+def test_bad_race_recipe_is_a_one_line_error(tmp_path, race_inputs, capsys, extra, fragment):
+    config, generator = race_inputs
+    argv = ["--stage", "discriminator", "--generator", str(generator), "--config", str(config)]
+    assert search_command.main([*argv, "--out", str(tmp_path / "race"), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+    assert not (tmp_path / "race").exists()
+
+
+def test_the_race_finetune_preset_races_on_gan_finetune_cpus_500_step_recipe():
+    config = load_config(SearchConfig, REPO / "configs" / "race_finetune_cpu.yaml")
+    recipe = race_recipe(config)
+    assert recipe.gan_phase.steps == config.stage2.race_min_steps == 500 and recipe.gan_phase.ema == 0.99
+    assert recipe.gan_phase.keep == "lowest_niqe" and recipe.discriminator.base_width is None
+    assert recipe.data.patch_size == 32 and recipe.data.val == "holdout"
+    assert [c.name for c in check_race_config(config, "discriminator")] == [
+        "reference",
+        *(f"random_{i}" for i in range(5)),
+    ]
