@@ -9,7 +9,10 @@ sampling.
 Models: ``searched_<i>`` (each ``--search-runs`` folder's ``genotype_generator.json``, then each ``--searched``
 file), ``tpsr``, and ``random_<i>``, drawn uniformly from the searched genotypes' search space (same ops, nodes and
 skip cap) within ``--tolerance`` (3%) of ``--target-macs`` (default: the searched genotypes' mean MACs) by rejection.
-Each is retrained with seeds 0..R-1 (``--train-seeds R``, per model ``--seeds NAME=R``).
+Each is retrained with seeds 0..R-1 (``--train-seeds R``, per model ``--seeds NAME=R``). ``--baseline FILE``
+adds ``baseline_<stem>`` genotypes (``darts-sr baselines``). ``experiment.json`` keeps what choosing each genotype
+cost (``choice_s``: a search run's wall time, a best-of-k baseline's proxy trainings, 0 for a draw or a rule), which
+the report's cost table sets beside the retraining minutes.
 
 At matched latency instead (``--target-ms MS --latency-table T.json``): the random genotypes are drawn uniformly
 within ``MS · (1 ± tolerance)`` (5%) as the table predicts them (``predict_ms`` at the scale's 720p LR size, the
@@ -36,6 +39,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import json
 import logging
 import os
 import shlex
@@ -266,25 +270,49 @@ def candidates(args: argparse.Namespace, scale: int) -> tuple[dict[str, dict], W
             target = sum(generator_macs(g) for _, g in searched) / len(searched)
         window = MacsWindow.around(target, scale, MACS_TOLERANCE if args.tolerance is None else args.tolerance)
     models = {
-        f"searched_{i}": {"group": "searched", "genotype": g, "source": src} for i, (src, g) in enumerate(searched)
+        f"searched_{i}": {"group": "searched", "genotype": g, "source": src, "choice_s": search_seconds(Path(src))}
+        for i, (src, g) in enumerate(searched)
     }
     for spec in args.baseline:
         models[f"baseline_{Path(spec).stem}"] = {
             "group": "baseline",
             "genotype": load_generator_genotype(spec),
             "source": str(spec),
+            "choice_s": baseline_seconds(Path(spec)),
         }
     if scale == TPSR.scale:
         models["tpsr"] = {"group": "tpsr", "genotype": TPSR, "source": "tpsr"}
     randoms = islice(random_draws(args, window, space, latency), args.random)
     models |= {
-        f"random_{i}": {"group": "random", "genotype": g, "source": f"sample {i} (seed {args.sample_seed})"}
+        f"random_{i}": {
+            "group": "random",
+            "genotype": g,
+            "source": f"sample {i} (seed {args.sample_seed})",
+            "choice_s": 0.0,
+        }
         for i, g in enumerate(randoms)
     }
     if latency is not None:
         for name, m in models.items():
             m["predicted_ms"] = latency.predict(name, m["genotype"])
     return models, window, space, latency
+
+
+def search_seconds(run: Path) -> float | None:
+    """What a searched genotype cost to choose: its search run's wall time (``summary.json``), None for a genotype
+    file (``--searched``) or a run without one."""
+    summary = run / run_files.GENERATOR_SEARCH.summary
+    return json.loads(summary.read_text()).get("wall_time_s") if run.is_dir() and summary.is_file() else None
+
+
+def baseline_seconds(spec: Path) -> float | None:
+    """What a baseline cost to choose: a ``best_of_<k>`` file's k proxy trainings (their records' wall times in the
+    ``proxy`` folder beside it, as ``darts-sr baselines`` writes them), 0 for a rule (``shallow_wide``,
+    ``deep_chain``, ``most_params``: counting or sampling, no training); None for any other file."""
+    if spec.stem.startswith("best_of_"):
+        found = [json.loads(p.read_text()) for p in sorted((spec.parent / "proxy").glob("*_seed*.json"))]
+        return sum(r["wall_time_s"] for r in found) if found else None
+    return 0.0 if spec.stem in ("shallow_wide", "deep_chain", "most_params") else None
 
 
 def random_draws(
@@ -471,6 +499,7 @@ def compare(args: argparse.Namespace) -> None:
                     "genotype": m["genotype"].to_dict(),
                     "macs_720p": generator_macs(m["genotype"]),
                     **{k: m[k] for k in ("predicted_ms", "measured_ms") if k in m},
+                    **({"choice_s": m["choice_s"]} if m.get("choice_s") is not None else {}),
                     "seeds": seeds[name],
                 }
                 for name, m in models.items()

@@ -7,7 +7,9 @@ A results folder (``results/<experiment>/``, small enough to commit) holds::
     <model>_seed<k>.json   one finished model: genotype, recipe hash, seed, metrics per phase and dataset
     bicubic.json           bicubic upscaling on each benchmark (the floor line of the plot)
     report.md, summary.json, psnr_vs_macs.png (psnr_vs_ms.png at matched latency)   written by ``report()`` from the
-                           files above, no training
+                           files above, no training: per-genotype tables, searched vs random (gap with a bootstrap
+                           CI, Mann–Whitney, percentiles, the smallest gain the comparison could detect), each
+                           baseline's gap with a t interval, and each method's cost where compare recorded it
 
 A record holds ``model``, ``group`` (searched, random, tpsr), ``seed``, ``source``, ``genotype``, ``params``,
 ``macs_720p``, ``recipe_hash`` (the recipe less its run section: equal recipes hash equal on any machine),
@@ -196,17 +198,28 @@ def group_statistics(genotypes: list[Genotype], phase: str, dataset: str, metric
         }
         out["mann_whitney"] = {"u": u, "p": p, "alternative": "searched > random (one-sided)"}
         out["searched_percentile"] = {m: stats.percentile_within(v, groups["random"]) for m, v in searched.items()}
-    baselines = {g.model: means[g.model] for g in genotypes if g.group == "baseline" and g.model in means}
+        random_sd = out["groups"]["random"]["sd"]
+        if random_sd:  # what a null result rules out: the random genotypes' spread stands for both groups'
+            out["detectable_gap"] = {
+                "gap": stats.smallest_detectable_gap(random_sd, len(searched), len(groups["random"])),
+                "alpha": 0.05,
+                "power": 0.8,
+                "sd": random_sd,
+            }
+    baselines = {g.model: g for g in genotypes if g.group == "baseline" and g.model in means}
     if baselines:  # each against the random population, and the searched genotypes' mean against each
         searched_mean = stats.mean_sd(list(searched.values()))[0] if searched else None
-        out["baselines"] = {
-            m: {
-                "mean": v,
-                "percentile": stats.percentile_within(v, groups["random"]),
-                "searched_minus": None if searched_mean is None else searched_mean - v,
+        out["baselines"] = {}
+        for m, g in baselines.items():
+            entry = {
+                "mean": means[m],
+                "percentile": stats.percentile_within(means[m], groups["random"]),
+                "searched_minus": None if searched_mean is None else searched_mean - means[m],
             }
-            for m, v in baselines.items()
-        }
+            if len(searched) > 1 and out["noise_floor"] is not None:
+                ci = stats.gap_to_fixed(list(searched.values()), g.values[key], out["noise_floor"])
+                entry["searched_minus_ci"] = [ci.low, ci.high]
+            out["baselines"][m] = entry
     if "tpsr" in means:
         ranked = sorted(means.values(), reverse=True)
         out["tpsr"] = {
@@ -272,6 +285,7 @@ def report(folder: Path, versus: Path | None = None) -> str:
             found = group_statistics(genotypes, phase, dataset)
             if found:
                 summary["statistics"].append(found)
+    summary["cost"] = costs(experiment, records)
     if versus is not None:
         other = by_genotype(load_records(Path(versus)))
         summary["versus"] = str(versus)
@@ -287,6 +301,41 @@ def report(folder: Path, versus: Path | None = None) -> str:
     if benchmarks:
         plot(genotypes, phases, benchmarks, bicubic, experiment, folder / (PLOT_MS if latency else PLOT))
     return text
+
+
+def costs(experiment: dict, records: list[dict]) -> list[dict]:
+    """Per method (the searched genotypes together, each baseline, the random genotypes, TPSR): the mean minutes
+    to choose a genotype (``experiment.json``'s ``choice_s``, where compare recorded it) and to retrain it once
+    (records' ``wall_time_s``), with the range of load averages the records saw. Empty for an experiment that
+    recorded no choice cost."""
+    models = experiment.get("models", {})
+    if not any("choice_s" in m for m in models.values()):
+        return []
+    methods: dict[str, list[str]] = {}
+    for name, m in models.items():
+        methods.setdefault(name if m["group"] == "baseline" else m["group"], []).append(name)
+    out = []
+    for method, names in methods.items():
+        choice = [models[n]["choice_s"] for n in names if models[n].get("choice_s") is not None]
+        done = [r for r in records if r["model"] in names and r.get("wall_time_s") is not None]
+        loads = [v for r in done for v in _loads(r)]
+        out.append(
+            {
+                "method": method,
+                "genotypes": len(names),
+                "choice_minutes": sum(choice) / len(choice) / 60 if len(choice) == len(names) else None,
+                "train_minutes": sum(r["wall_time_s"] for r in done) / len(done) / 60 if done else None,
+                "trainings": len(done),
+                "load": [min(loads), max(loads)] if loads else None,
+            }
+        )
+    return out
+
+
+def _loads(record: dict) -> list[float]:
+    """The 1-minute load averages a record saw, before and after (trial records keep them under provenance)."""
+    load = record.get("load_average") or record.get("provenance", {}).get("load_average") or {}
+    return [v[0] for v in (load.get("before"), load.get("after")) if v]
 
 
 def _cell(values: list[float], metric: str) -> str:
@@ -366,6 +415,12 @@ def statistics_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _gap_text(gap: float | None, ci: list[float] | None) -> str:
+    if gap is None:
+        return "-"
+    return f"{gap:+.3f}" + ("" if ci is None else f" [{ci[0]:+.3f}, {ci[1]:+.3f}]")
+
+
 def verdict(s: dict, matched: str = "MACs") -> str | None:
     """One sentence: did the searched genotypes beat the random ones here (of matched ``matched``: MACs or latency),
     by how much, and how sure is that."""
@@ -381,9 +436,18 @@ def verdict(s: dict, matched: str = "MACs") -> str | None:
     tail = f"one-sided Mann–Whitney p = {mw['p']:.3g}{floor}"
     if gap["low"] > 0:
         return f"{where}: the searched genotypes beat random ones of matched {matched} by {ci}, {tail}."
+    detectable = s.get("detectable_gap")
+    power = (
+        ""
+        if detectable is None
+        else f" A gain of {detectable['gap']:.3f} dB or more would have been detected with {detectable['power']:.0%} "
+        f"power (one-sided α {detectable['alpha']}, the random genotypes' sd {detectable['sd']:.3f} dB)."
+    )
     if gap["high"] < 0:
-        return f"{where}: the searched genotypes are worse than random ones of matched {matched} by {ci}, {tail}."
-    return f"{where}: no difference shown between searched and random genotypes: {ci} contains 0, {tail}."
+        return (
+            f"{where}: the searched genotypes are worse than random ones of matched {matched} by {ci}, {tail}.{power}"
+        )
+    return f"{where}: no difference shown between searched and random genotypes: {ci} contains 0, {tail}.{power}"
 
 
 def markdown_report(
@@ -442,17 +506,36 @@ def markdown_report(
                 f"## Baselines at matched {matched} (Y-PSNR)",
                 "",
                 "Each baseline genotype by its mean over seeds: its percentile among the random genotypes, and the "
-                "searched genotypes' mean minus it (compare with the noise floor above).",
+                "searched genotypes' mean minus it (compare with the noise floor above); the 95% CI is a t interval "
+                "with the searched genotypes' spread (df = their number − 1) and the baseline's seed noise.",
                 "",
-                "| phase | dataset | baseline | mean | percentile in random | searched − baseline |",
+                "| phase | dataset | baseline | mean | percentile in random | searched − baseline [95% CI] |",
                 "|---|---|---|---|---|---|",
             ]
             out += [
                 f"| {st['phase']} | {st['dataset']} | {m} | {b['mean']:.3f} | {b['percentile']:.0f} | "
-                + ("-" if b["searched_minus"] is None else f"{b['searched_minus']:+.3f}")
+                + _gap_text(b["searched_minus"], b.get("searched_minus_ci"))
                 + " |"
                 for st, m, b in rows
             ]
+    if summary.get("cost"):
+        out += [
+            "",
+            "## Cost",
+            "",
+            "Minutes of one process's wall time (one thread unless the records say otherwise), as run: choosing a "
+            "genotype (a search run; a best-of-k baseline's proxy trainings; nothing for a draw or a rule) and "
+            "retraining it once with this recipe, with the load average the retrainings' records carry.",
+            "",
+            "| method | genotypes | minutes to choose one | retraining minutes per training (trainings) "
+            "| load average |",
+            "|---|---|---|---|---|",
+        ]
+        for c in summary["cost"]:
+            choose = "-" if c["choice_minutes"] is None else f"{c['choice_minutes']:.1f}"
+            train = "-" if c["train_minutes"] is None else f"{c['train_minutes']:.1f} ({c['trainings']})"
+            load = "-" if c["load"] is None else f"{c['load'][0]:.1f}–{c['load'][1]:.1f}"
+            out.append(f"| {c['method']} | {c['genotypes']} | {choose} | {train} | {load} |")
     if summary["proxy"]:
         out += [
             "",

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import kendalltau, mannwhitneyu
+from scipy.stats import kendalltau, mannwhitneyu, norm
+from scipy.stats import t as student_t
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,29 @@ def bootstrap_mean_gap(
     tail = (1 - confidence) / 2
     low, high = np.quantile(gaps, [tail, 1 - tail])
     return Interval(float(x.mean() - y.mean()), float(low), float(high), confidence)
+
+
+def smallest_detectable_gap(sd: float, n_a: int, n_b: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true gap between the means of two groups of ``n_a`` and ``n_b`` values of spread ``sd`` that a
+    one-sided test at level ``alpha`` detects with probability ``power`` (normal approximation):
+    (z_{1-alpha} + z_power) * sd * sqrt(1/n_a + 1/n_b). A comparison that finds no gap rules out gaps above this."""
+    if n_a < 1 or n_b < 1:
+        raise ValueError("smallest_detectable_gap needs at least one value in each group")
+    return float((norm.ppf(1 - alpha) + norm.ppf(power)) * sd * math.sqrt(1 / n_a + 1 / n_b))
+
+
+def gap_to_fixed(values: Sequence[float], fixed: Sequence[float], floor: float, confidence: float = 0.95) -> Interval:
+    """mean(values) - mean(fixed), where ``values`` are genotype means drawn from a method (the searched genotypes)
+    and ``fixed`` one genotype's scores over seeds (a baseline), with a t interval: the method's spread is the sd of
+    ``values`` (df = len(values) - 1: few genotypes, a wide interval), the baseline's only its seed noise ``floor``
+    over its seeds."""
+    x, y = np.asarray(values, dtype=float), np.asarray(fixed, dtype=float)
+    if x.size < 2 or y.size == 0:
+        raise ValueError("gap_to_fixed needs at least two values and one fixed score")
+    se = math.sqrt(float(x.var(ddof=1)) / x.size + floor**2 / y.size)
+    half = float(student_t.ppf(1 - (1 - confidence) / 2, x.size - 1)) * se
+    gap = float(x.mean() - y.mean())
+    return Interval(gap, gap - half, gap + half, confidence)
 
 
 def percentile_within(value: float, population: Sequence[float]) -> float:

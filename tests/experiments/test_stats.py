@@ -61,3 +61,21 @@ def test_empty_groups_are_refused():
         stats.bootstrap_mean_gap([], [1.0])
     with pytest.raises(ValueError):
         stats.percentile_within(1.0, [])
+
+
+def test_smallest_detectable_gap_by_hand():
+    # (z_0.95 + z_0.8) * sd * sqrt(1/n_a + 1/n_b) = (1.6449 + 0.8416) * 0.1 * sqrt(1/4 + 1/4)
+    assert stats.smallest_detectable_gap(0.1, 4, 4) == pytest.approx(2.4865 * 0.1 * math.sqrt(0.5), rel=1e-4)
+    assert stats.smallest_detectable_gap(0.1, 3, 20) < stats.smallest_detectable_gap(0.1, 3, 5)  # more is finer
+    with pytest.raises(ValueError):
+        stats.smallest_detectable_gap(0.1, 0, 5)
+
+
+def test_gap_to_a_fixed_genotype_by_hand():
+    # Searched means 1, 2, 3 (sd 1) against a baseline's seeds 1.5, 2.5 with noise floor 0.5:
+    # se = sqrt(1/3 + 0.25/2), half width t(0.975, 2) = 4.3027 times it.
+    ci = stats.gap_to_fixed([1.0, 2.0, 3.0], [1.5, 2.5], 0.5)
+    half = 4.302653 * math.sqrt(1 / 3 + 0.25 / 2)
+    assert ci.estimate == pytest.approx(0.0) and (ci.low, ci.high) == pytest.approx((-half, half), rel=1e-5)
+    with pytest.raises(ValueError):
+        stats.gap_to_fixed([1.0], [1.0], 0.5)  # one genotype has no spread
