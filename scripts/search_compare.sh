@@ -15,7 +15,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="${PYTHON:-$root/.venv/bin/python}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 tpsr_macs=3574886400  # TPSR's MACs@720p: search_cpu's target, and the window calibrate and rank-check draw in
-baselines="$root/results/search_compare/baselines"
+baselines=results/search_compare/baselines  # paths under the repo root, as the records name them
 
 shard_of() {  # shard_of K I/N: is item K this process's?
   local i="${2%/*}" n="${2#*/}"
@@ -40,17 +40,17 @@ run_baselines() {
 compare() {
   local variant="$1" shard="$2" runs=() seeds=()
   for seed in 0 1 2; do
-    runs+=("$root/results/search_sweep/$variant/seed$seed")
+    runs+=("results/search_sweep/$variant/seed$seed")
     seeds+=(--seeds "searched_$seed=2")
   done
   local base=()
   for name in shallow_wide deep_chain most_params best_of_20; do
-    [[ -f $baselines/$name.json ]] || { echo "error: $baselines/$name.json missing: run the baselines step" >&2; exit 2; }
+    [[ -f $root/$baselines/$name.json ]] || { echo "error: $baselines/$name.json missing: run the baselines step" >&2; exit 2; }
     base+=(--baseline "$baselines/$name.json" --seeds "baseline_$name=2")
   done
   (cd "$root" && "$py" -m darts_sr compare --search-runs "${runs[@]}" "${base[@]}" "${seeds[@]}" --seeds tpsr=3 \
-    --random 20 --target-macs "$tpsr_macs" --config configs/compare_cpu.yaml --out "$root/results/search_compare/$variant" \
-    --work runs/search_compare/"$variant" --reuse "$root/results/calibration/p48_b4_12k" --reuse "$root/results/rank_check" \
+    --random 20 --target-macs "$tpsr_macs" --config configs/compare_cpu.yaml --out "results/search_compare/$variant" \
+    --work runs/search_compare/"$variant" --reuse results/calibration/p48_b4_12k --reuse results/rank_check \
     --shard "$shard")
 }
 
@@ -58,7 +58,7 @@ case "${1:-}" in
   searches) searches "${2:?variant}" "${3:-0/1}" ;;
   baselines) run_baselines "${2:-0/1}" ;;
   compare) compare "${2:?variant}" "${3:-0/1}" ;;
-  report) (cd "$root" && "$py" -m darts_sr compare --report "$root/results/search_compare/${2:?variant}") ;;
+  report) (cd "$root" && "$py" -m darts_sr compare --report "results/search_compare/${2:?variant}") ;;
   *) echo "usage: search_compare.sh searches VARIANT I/N | baselines I/N | compare VARIANT I/N | report VARIANT" >&2
      exit 2 ;;
 esac
