@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Stage 2 judged where discriminators differ: from the published TPSR_NOGAN generator, on configs/gan_finetune_cpu.yaml's
+# 500-step recipe (EMA 0.99, cosine to 1e-6, the lowest holdout NIQE at or above 27.0 dB kept). Steps, each resumable
+# (a finished step's results folder is skipped; an interrupted search or fine-tune continues), one process per core:
+#   bash scripts/stage2_judged.sh supernet SEED   # the discriminator supernet (search_cpu's stage 2) on TPSR_NOGAN
+#   bash scripts/stage2_judged.sh race            # configs/race_finetune_cpu.yaml: reference + 5 random, seeds grow
+#   bash scripts/stage2_judged.sh compare I/N     # the picks, SRGAN's and ESRGAN's discriminators, 4 random; 2 seeds
+#   bash scripts/stage2_judged.sh report
+# Results (small files, committed): results/stage2_judged/{supernet_seedK,race}/ (config, genotype, summary or race
+# log) and the comparison's records in results/gan_stage2/.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+py="${PYTHON:-$root/.venv/bin/python}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+weights=../shared/anchors/tpsr/weights/TPSR_NOGANX4.pt
+res=results/stage2_judged
+# The fine-tune of the comparison, as configs/race_finetune_cpu.yaml's race_recipe_set makes it for the race.
+recipe=(--config configs/gan_finetune_cpu.yaml --set discriminator.base_width=null --set gan_phase.steps=500
+        --set gan_phase.ema=0.99 --set gan_phase.lr_min=0.000001 --set gan_phase.keep=lowest_niqe
+        --set gan_phase.psnr_floor=27.0)
+
+keep() {  # keep FROM TO FILE...: the run's small files, the genotype last (its presence marks the step done)
+  local from="$1" to="$2"; shift 2
+  mkdir -p "$root/$to.tmp"
+  for f in "$@"; do cp "$root/$from/$f" "$root/$to.tmp/"; done
+  cp "$root/$from/genotype_discriminator.json" "$root/$to.tmp/"
+  rm -rf "${root:?}/$to" && mv "$root/$to.tmp" "$root/$to"
+}
+
+supernet() {
+  local seed="$1" out="runs/stage2_judged/supernet_seed$1"
+  if [[ -f $root/$res/supernet_seed$seed/genotype_discriminator.json ]]; then echo "supernet seed $seed: in $res"; return; fi
+  local again=(); [[ -f $root/$out/checkpoints/discriminator_last.pt ]] && again=(--resume)
+  # search_cpu's stage 2 (space, objective, 6 x 20 steps), its generator trained as the fine-tune trains it: 32-px LR
+  # patches, batch 8, adversarial 0.005, Adam 1e-4 (cosine to 1e-6) for generator and discriminator; validated on
+  # whole holdout images, comparable with TPSR_NOGAN's 28.14 dB there.
+  (cd "$root" && "$py" -m darts_sr search --stage discriminator --generator tpsr --config configs/search_cpu.yaml \
+    --set "stage2.generator_weights=$weights" --set data.patch_size=32 --set data.batch_size=8 --set data.skip_small=true \
+    --set data.val_crop=0 --set stage2.macs_size=128 --set stage2.adversarial=0.005 --set stage2.generator_lr=0.0001 \
+    --set stage2.generator_lr_min=0.000001 --set stage2.d_lr=0.0001 --seed "$seed" --offline --out "$out" "${again[@]}")
+  keep "$out" "$res/supernet_seed$seed" config.yaml summary_discriminator.json
+}
+
+race() {
+  local out=runs/stage2_judged/race
+  if [[ -f $root/$res/race/genotype_discriminator.json ]]; then echo "race: in $res"; return; fi
+  local again=(); [[ -f $root/$out/race_discriminator.json ]] && again=(--resume)
+  (cd "$root" && "$py" -m darts_sr search --stage discriminator --method race --generator tpsr \
+    --config configs/race_finetune_cpu.yaml --offline --out "$out" "${again[@]}")
+  keep "$out" "$res/race" config.yaml race_discriminator.json
+}
+
+compare() {
+  local runs=()
+  for run in "$root/$res"/supernet_seed* "$root/$res/race"; do
+    [[ -f $run/genotype_discriminator.json ]] || { echo "error: $run: run the supernet and race steps first" >&2; exit 2; }
+    runs+=("${run#"$root"/}")
+  done
+  (cd "$root" && "$py" -m darts_sr compare-discriminators "${recipe[@]}" --init "$weights" --search-runs "${runs[@]}" \
+    --discriminator esrgan_body --random 4 --train-seeds 2 --out results/gan_stage2 --work runs/gan_stage2 --shard "$1")
+}
+
+case "${1:-}" in
+  supernet) supernet "${2:?seed}" ;;
+  race) race ;;
+  compare) compare "${2:-0/1}" ;;
+  report) (cd "$root" && "$py" -m darts_sr compare-discriminators --report results/gan_stage2) ;;
+  *) echo "usage: stage2_judged.sh supernet SEED | race | compare I/N | report" >&2; exit 2 ;;
+esac
