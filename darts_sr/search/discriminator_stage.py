@@ -402,6 +402,11 @@ class DiscriminatorSearch(Run):
             self._pretrain_step(writer)
             return {}
         cfg, s = self.cfg, self.cfg.stage2
+        if self.step == 0 and self.pretrained_psnr is None and s.generator_weights:
+            # The loaded generator's starting point, as pretraining logs its end: what the GAN steps cost in PSNR.
+            self.pretrained_psnr = self._generator_psnr()
+            writer.add_scalar("val/psnr_generator", self.pretrained_psnr, self.step)
+            log.info("generator loaded from %s: val Y-PSNR %.2f dB", s.generator_weights, self.pretrained_psnr)
         weight_batch = self._draw(self.weight_sampler)
         arch_batch = self._draw(self.arch_sampler)
         search_step = self.step - self.pretrain_steps

@@ -212,6 +212,11 @@ def test_generator_weights_replace_pretraining(tmp_path, tiny_generator):
     assert search.pretrain_steps == 0 and search.total_steps == 6
     for a, b in zip(search.generator.parameters(), model.parameters()):
         assert torch.equal(a, b)
+    start = search._generator_psnr()  # the loaded weights, before any GAN step
+    search.run()
+    summary = json.loads((tmp_path / "run" / "summary_discriminator.json").read_text())
+    assert summary["generator_val_psnr_pretrained"] == pytest.approx(start)  # where the GAN steps started from
+    assert summary["generator_val_psnr"] != pytest.approx(start)
 
 
 @pytest.mark.parametrize(
