@@ -48,9 +48,15 @@ compare() {
     [[ -f $root/$baselines/$name.json ]] || { echo "error: $baselines/$name.json missing: run the baselines step" >&2; exit 2; }
     base+=(--baseline "$baselines/$name.json" --seeds "baseline_$name=2")
   done
+  # Another variant's comparison holds the same random, baseline and TPSR trainings: copied, not retrained.
+  local reuse=()
+  for other in "$root"/results/search_compare/*/experiment.json; do
+    other="$(dirname "${other#"$root"/}")"
+    [[ $other == "results/search_compare/$variant" ]] || reuse+=(--reuse "$other")
+  done
   (cd "$root" && "$py" -m darts_sr compare --search-runs "${runs[@]}" "${base[@]}" "${seeds[@]}" --seeds tpsr=3 \
     --random 20 --target-macs "$tpsr_macs" --config configs/compare_cpu.yaml --out "results/search_compare/$variant" \
-    --work runs/search_compare/"$variant" --reuse results/calibration/p48_b4_12k --reuse results/rank_check \
+    --work runs/search_compare/"$variant" --reuse results/calibration/p48_b4_12k --reuse results/rank_check "${reuse[@]}" \
     --shard "$shard")
 }
 
