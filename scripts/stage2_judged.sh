@@ -51,19 +51,31 @@ race() {
 }
 
 compare() {
-  local runs=()
-  for run in "$root/$res"/supernet_seed* "$root/$res/race"; do
-    [[ -f $run/genotype_discriminator.json ]] || { echo "error: $run: run the supernet and race steps first" >&2; exit 2; }
-    runs+=("${run#"$root"/}")
+  # The picks in a fixed order (their names, searched_<i>, follow it): a pick not finished yet is left out of this
+  # pass, said so, and joins when compare is run again after its step; the report refuses until all are in.
+  local runs=() reuse=()
+  for run in $res/supernet_seed0 $res/supernet_seed1 $res/race; do
+    if [[ -f $root/$run/genotype_discriminator.json ]]; then runs+=("$run")
+    else echo "note: $run not finished: its pick is not in this pass; run compare again after it" >&2; break; fi
   done
+  # The race's fine-tunes are this comparison's trials of the same discriminators and seeds: scored in their folders.
+  for rung in "$root"/runs/stage2_judged/race/race/rung*; do [[ -d $rung ]] && reuse+=(--reuse "${rung#"$root"/}"); done
   (cd "$root" && "$py" -m darts_sr compare-discriminators "${recipe[@]}" --init "$weights" --search-runs "${runs[@]}" \
-    --discriminator esrgan_body --random 4 --train-seeds 2 --out results/gan_stage2 --work runs/gan_stage2 --shard "$1")
+    --discriminator esrgan_body --random 4 --train-seeds 2 --out results/gan_stage2 --work runs/gan_stage2 \
+    "${reuse[@]}" --shard "$1")
+}
+
+report() {
+  for run in $res/supernet_seed0 $res/supernet_seed1 $res/race; do
+    [[ -f $root/$run/genotype_discriminator.json ]] || { echo "error: $run: not finished, the report needs every pick" >&2; exit 2; }
+  done
+  (cd "$root" && "$py" -m darts_sr compare-discriminators --report results/gan_stage2)
 }
 
 case "${1:-}" in
   supernet) supernet "${2:?seed}" ;;
   race) race ;;
   compare) compare "${2:-0/1}" ;;
-  report) (cd "$root" && "$py" -m darts_sr compare-discriminators --report results/gan_stage2) ;;
+  report) report ;;
   *) echo "usage: stage2_judged.sh supernet SEED | race | compare I/N | report" >&2; exit 2 ;;
 esac

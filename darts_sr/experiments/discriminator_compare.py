@@ -22,7 +22,10 @@ only. Every pixel model and fine-tune is a ``trials.Trial`` (the fine-tunes star
 
 Records (``trials.TrialRecord``): ``<out>/<model>_seed<k>.json`` per fine-tune, ``pixel_seed<k>.json`` per pixel
 model (the starting point), ``experiment.json`` and ``bicubic.json``; a rerun skips recorded models, resumes a cut
-fine-tune, and ``--shard I/N`` takes seeds i, i+N, ... (one seed's fine-tunes share its pixel model). The report
+fine-tune, and ``--shard I/N`` takes seeds i, i+N, ... (one seed's fine-tunes share its pixel model).
+``--reuse FOLDER`` copies a fine-tune recorded there, or scores its finished run folder when the record holds the
+validation slice alone (a race's rung folder, ``<race run>/race/rung<r>``: its fine-tunes on the same recipe are
+these trials). The report
 (``report.md``, ``summary.json``): per model, mean ± sd over seeds of Y-PSNR, NIQE and LPIPS (where its weights exist)
 on each dataset; the seed spread (pooled sd over seeds); and what the searched discriminators change against the
 reference and the random ones, in units of that spread.
@@ -62,6 +65,7 @@ from darts_sr.training.trials import (
     Trial,
     TrialError,
     TrialRecord,
+    add_reuse_argument,
     parse_shard,
     provenance,
     read_record,
@@ -111,6 +115,7 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     g.add_argument("--train-seeds", type=int, default=2, metavar="R", help="training seeds 0..R-1 (2)")
     add_recipe_arguments(p, "seeds")
     o = p.add_argument_group("output")
+    add_reuse_argument(o)
     o.add_argument("--out", type=Path, default=Path("results/discriminator_compare"), help="records folder")
     o.add_argument("--work", type=Path, help="run folders (default: runs/<name of --out>)")
     o.add_argument("--report", type=Path, metavar="RESULTS", help="only rebuild the report of RESULTS from records")
@@ -259,7 +264,7 @@ def experiment(args: argparse.Namespace) -> None:
             )
             for m in models
         ]
-        run_trials(planned, out, work, evaluator)
+        run_trials(planned, out, work, evaluator, reuse=args.reuse)
     print(report(out))
 
 

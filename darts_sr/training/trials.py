@@ -409,12 +409,20 @@ def find_record(folders: list[Path], key: str) -> tuple[Path, TrialRecord] | Non
     return None
 
 
+def unscored(record: TrialRecord, evaluator) -> bool:
+    """Whether ``record`` lacks a dataset ``evaluator`` scores, for any phase it holds."""
+    wanted = set(getattr(evaluator, "sets", ()))
+    return any(wanted - set(by_set) for by_set in record.scores.values())
+
+
 def run_trials(
     planned: list[Planned], out: Path, work: Path, evaluator, shard: str = "0/1", reuse: list[Path] = ()
 ) -> list[TrialRecord]:
     """Every planned trial of this shard recorded in ``out`` (``<name>.json``, written as each lands): a recorded
-    one is skipped (a record there for another trial is an error), one recorded in a ``reuse`` folder is copied, the
-    rest are trained in ``work/<name>`` (resumed when cut). Returns this shard's records."""
+    one is skipped (a record there for another trial is an error), one recorded in a ``reuse`` folder is copied (or,
+    when that record lacks some of ``evaluator``'s datasets, its finished run folder beside it is scored; without
+    the folder the trial trains), the rest are trained in ``work/<name>`` (resumed when cut). Returns this shard's
+    records."""
     index, count = parse_shard(shard)
     done = []
     for p in planned[index::count]:
@@ -427,7 +435,15 @@ def run_trials(
             log.info("%s: already recorded, skipped", p.name)
             done.append(record)
             continue
-        if found := find_record(list(reuse), key):
+        found = find_record(list(reuse), key)
+        if found and unscored(found[1], evaluator) and (found[0].with_suffix("") / run_files.RETRAIN.summary).is_file():
+            # Recorded without the evaluator's sets (a race's fine-tune, scored on the validation slice alone): its
+            # finished run folder beside the record is read back and scored here, nothing trained.
+            folder = found[0].with_suffix("")
+            log.info("%s: the same trial finished in %s, scored there", p.name, folder)
+            record = p.trial.record(folder, Path(work) / "split", evaluator, p.labels)
+            record.extra = p.extra | {"reused_from": str(folder)}
+        elif found and not unscored(found[1], evaluator):
             source, record = found
             record = replace(record, **p.labels, extra=p.extra | {"reused_from": str(source)})
             log.info("%s: the same trial is recorded in %s, copied", p.name, source)

@@ -3,14 +3,16 @@ built-in images through `darts-sr search --method race`, continued without retra
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO, small_genotype
+from conftest import REPO, TPSR_DIR, small_genotype
 from darts_sr import run_files
 from darts_sr.commands import search as search_command
 from darts_sr.config import SearchConfig, load_config
+from darts_sr.experiments import discriminator_compare
 from darts_sr.nets.discriminator import DiscriminatorGenotype, load_discriminator_genotype
 from darts_sr.nets.genotype import save_genotype
 from darts_sr.search.race import RaceError, check_race_config, finetune, race_recipe, rank_key, successive_halving
@@ -234,7 +236,7 @@ def test_bad_race_input_is_a_one_line_error(tmp_path, race_inputs, capsys, extra
 
 
 def test_a_race_on_a_fine_tune_recipe_scores_each_candidate_by_the_model_its_keep_rule_kept(
-    tmp_path, race_inputs, one_thread
+    tmp_path, race_inputs, monkeypatch, one_thread
 ):
     config, generator = race_inputs
     recipe = tmp_path / "finetune.yaml"
@@ -268,6 +270,29 @@ def test_a_race_on_a_fine_tune_recipe_scores_each_candidate_by_the_model_its_kee
         assert rung["scores"][name] == {k: kept.get(k) for k in rung["scores"][name]}
         record = json.loads((out / "race" / "rung0" / f"{name}.json").read_text())
         assert record["identity"]["recipe"]["gan_phase"]["ema"] == 0.5
+
+    # The comparison on the same recipe from the race's start weights: the race's fine-tunes are its seed-0 trials,
+    # scored in the race's folders (--reuse), on the reported sets too, not trained again.
+    def no_training(self):
+        raise AssertionError("a fine-tune the race finished was trained again")
+
+    monkeypatch.setattr(Retrainer, "run", no_training)
+    results = tmp_path / "compare"
+    compare_argv = [
+        *("--config", str(recipe), "--generator", str(generator)),
+        *("--init", str(out / "race" / "pixel" / "model_pixel.pt")),
+        *("--set", "gan_phase.keep=lowest_niqe", "--set", "gan_phase.psnr_floor=0.0", "--search-runs", str(out)),
+        *("--random", "1", "--train-seeds", "1", "--benchmark", f"Set5={TPSR_DIR / 'Set5'}"),
+        *("--out", str(results), "--work", str(tmp_path / "work"), "--reuse", str(out / "race" / "rung0")),
+    ]
+    assert discriminator_compare.main(compare_argv) == 0
+    finetunes = [json.loads(f.read_text()) for f in results.glob("*_seed0.json") if not f.name.startswith("pixel")]
+    race_folders = {str(out / "race" / "rung0" / name) for name in rung["candidates"]}
+    assert {r["extra"]["reused_from"] for r in finetunes} == race_folders
+    for r in finetunes:
+        race_record = json.loads(Path(f"{r['extra']['reused_from']}.json").read_text())
+        assert r["key"] == race_record["key"] and set(race_record["scores"]["gan"]) == {"val"}
+        assert set(r["scores"]["gan"]) == {"val", "Set5"} and r["scores"]["gan"]["Set5"]["niqe"] > 0
 
 
 @pytest.mark.parametrize(
