@@ -4,7 +4,8 @@
 # (a finished step's results folder is skipped; an interrupted search or fine-tune continues), one process per core:
 #   bash scripts/stage2_judged.sh supernet SEED   # the discriminator supernet (search_cpu's stage 2) on TPSR_NOGAN
 #   bash scripts/stage2_judged.sh race            # configs/race_finetune_cpu.yaml: reference + 5 random, seeds grow
-#   bash scripts/stage2_judged.sh compare I/N     # the picks, SRGAN's and ESRGAN's discriminators, 4 random; 2 seeds
+#   bash scripts/stage2_judged.sh compare I/N     # the picks, SRGAN's and ESRGAN's discriminators, 4 random; 2 seeds;
+#                                                 # TPSR's published GAN models (TPSR_D2, TPSR_ESRGAN) scored beside
 #   bash scripts/stage2_judged.sh report
 # Results (small files, committed): results/stage2_judged/{supernet_seedK,race}/ (config, genotype, summary or race
 # log) and the comparison's records in results/gan_stage2/.
@@ -12,7 +13,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="${PYTHON:-$root/.venv/bin/python}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-weights=../shared/anchors/tpsr/weights/TPSR_NOGANX4.pt
+published=../shared/anchors/tpsr/weights  # TPSR's weights: the start (NOGAN) and its two GAN models, scored beside
+weights=$published/TPSR_NOGANX4.pt
 res=results/stage2_judged
 # The fine-tune of the comparison, as configs/race_finetune_cpu.yaml's race_recipe_set makes it for the race.
 recipe=(--config configs/gan_finetune_cpu.yaml --set discriminator.base_width=null --set gan_phase.steps=500
@@ -62,6 +64,7 @@ compare() {
   for rung in "$root"/runs/stage2_judged/race/race/rung*; do [[ -d $rung ]] && reuse+=(--reuse "${rung#"$root"/}"); done
   (cd "$root" && "$py" -m darts_sr compare-discriminators "${recipe[@]}" --init "$weights" --search-runs "${runs[@]}" \
     --discriminator esrgan_body --random 4 --train-seeds 2 --out results/gan_stage2 --work runs/gan_stage2 \
+    --published "TPSR_D2=$published/TPSR_D2X4.pt" --published "TPSR_ESRGAN=$published/TPSR_ESRGANX4.pt" \
     "${reuse[@]}" --shard "$1")
 }
 

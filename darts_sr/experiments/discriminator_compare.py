@@ -78,7 +78,8 @@ from darts_sr.training.trials import (
 )
 
 log = logging.getLogger("discriminator_compare")
-GROUPS = ("pixel", "searched", "reference", "random")
+GROUPS = ("pixel", "published", "searched", "reference", "random")
+FIXED = ("pixel", "published")  # scored, not fine-tuned here: outside the seed spread and the comparisons
 REPORTED = ("psnr_y", "niqe", "lpips")  # the report's columns: fidelity, and perception without and with reference
 
 
@@ -109,6 +110,14 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
         default=[],
         metavar="GENOTYPE.json",
         help="a discriminator genotype to compare (e.g. stage 2's pick)",
+    )
+    g.add_argument(
+        "--published",
+        action="append",
+        default=[],
+        metavar="LABEL=WEIGHTS",
+        help="a generator's published weights (the --generator genotype) scored on the same sets beside the "
+        "fine-tunes, nothing trained: a point of comparison such as TPSR_D2=TPSR_D2X4.pt; repeatable",
     )
     g.add_argument("--random", type=int, default=2, metavar="K", help="random discriminators (2)")
     g.add_argument("--sample-seed", type=int, default=0, help="seed of the random discriminators (default 0)")
@@ -173,9 +182,14 @@ def experiment(args: argparse.Namespace) -> None:
         raise ConfigError(f"--generator {args.generator}: {scales}")
     if args.pixel_weights is not None:
         load_generator(args.pixel_weights, genotype)  # refused now, not after the first fine-tune, if it does not fit
+    published = parse_published(args.published)
+    for weights in published.values():
+        load_generator(weights, genotype)
     benchmarks = [parse_data_spec(b) for b in args.benchmark or DEFAULT_BENCHMARKS]
     refuse_reported_validation(recipe, benchmarks)
     models, space = discriminators(args)
+    if taken := sorted(set(published) & {m.name for m in models}):
+        raise ConfigError(f"--published {taken[0]}: a discriminator of the comparison has that name; choose another")
     out, work = args.out, args.work or Path("runs") / args.out.name
     split_dir = work / "split"
     for m in models:
@@ -236,6 +250,8 @@ def experiment(args: argparse.Namespace) -> None:
         args.train_seeds,
         out,
     )
+    for label, weights in published.items():
+        fixed_record(weights, genotype, 0, evaluator, selection, out / f"{label}_seed0.json", label, "published")
     for seed in range(args.train_seeds)[index::count]:
         names = ["pixel", *(m.name for m in models)]
         if all((out / f"{name}_seed{seed}.json").is_file() for name in names):
@@ -245,7 +261,7 @@ def experiment(args: argparse.Namespace) -> None:
             continue
         if args.pixel_weights is not None:
             weights = Path(args.pixel_weights)
-            pixel_record(weights, genotype, seed, evaluator, selection, out / f"pixel_seed{seed}.json")
+            fixed_record(weights, genotype, seed, evaluator, selection, out / f"pixel_seed{seed}.json")
         else:
             pixel = Planned(
                 f"pixel_seed{seed}",
@@ -268,16 +284,37 @@ def experiment(args: argparse.Namespace) -> None:
     print(report(out))
 
 
-def pixel_record(
-    weights: Path, genotype: GeneratorGenotype, seed: int, evaluator: Evaluator, selection: str, path: Path
+def parse_published(specs: list[str]) -> dict[str, Path]:
+    """``--published LABEL=WEIGHTS`` flags as ``{label: weights}``; a label must not be a model name of its own."""
+    found: dict[str, Path] = {}
+    for spec in specs:
+        label, sep, weights = spec.partition("=")
+        if not sep or not label or not weights:
+            raise ConfigError(f"--published {spec!r}: expected LABEL=WEIGHTS")
+        if label in found or label in ("pixel", "reference") or label.startswith(("searched_", "random_")):
+            raise ConfigError(f"--published {spec!r}: the label {label!r} is taken; choose another")
+        found[label] = Path(weights)
+    return found
+
+
+def fixed_record(
+    weights: Path,
+    genotype: GeneratorGenotype,
+    seed: int,
+    evaluator: Evaluator,
+    selection: str,
+    path: Path,
+    model: str = "pixel",
+    group: str = "pixel",
 ) -> None:
-    """The given pixel weights, scored as the starting point of seed ``seed``'s fine-tunes (nothing trained)."""
+    """Given weights scored, nothing trained: by default the pixel weights every fine-tune of seed ``seed`` starts
+    from; with ``group="published"`` a published model shown beside the fine-tunes."""
     identity = {"evaluated": file_sha256(weights), "seed": seed}
     if path.is_file():
         if read_record(path).identity != identity:
-            raise TrialError(f"{path}: recorded for other pixel weights; use a new --out")
+            raise TrialError(f"{path}: recorded for other weights than {weights}; use a new --out")
         return
-    model = load_generator(weights, genotype)  # ours, or a TPSR-format state dict such as TPSR_NOGANX4.pt
+    network = load_generator(weights, genotype)  # ours, or a TPSR-format state dict such as TPSR_NOGANX4.pt
     write_record(
         path,
         TrialRecord(
@@ -285,14 +322,14 @@ def pixel_record(
             recipe_hash="",
             identity=identity,
             seed=seed,
-            genotype=model.genotype.to_dict(),
-            params=generator_params(model.genotype),
-            macs_720p=generator_macs(model.genotype),
+            genotype=network.genotype.to_dict(),
+            params=generator_params(network.genotype),
+            macs_720p=generator_macs(network.genotype),
             selection=selection,
-            scores={"pixel": evaluator.network(model)},
+            scores={"pixel" if group == "pixel" else "gan": evaluator.network(network)},
             provenance=provenance(os.getloadavg(), str(evaluator.device)),
-            model="pixel",
-            group="pixel",
+            model=model,
+            group=group,
             source=str(weights),
         ),
     )
@@ -355,7 +392,7 @@ def differences(models: dict[str, dict], dataset: str, metric: str) -> list[dict
     gan = {
         n: m["values"][(dataset, metric)]
         for n, m in models.items()
-        if m["group"] != "pixel" and m["values"].get((dataset, metric))
+        if m["group"] not in FIXED and m["values"].get((dataset, metric))
     }
     groups = {n: models[n]["group"] for n in gan}
     randoms = [gan[n] for n in gan if groups[n] == "random"]
@@ -386,6 +423,41 @@ def differences(models: dict[str, dict], dataset: str, metric: str) -> list[dict
                     "better_seeds": sum(g * sign > 0 for g in gaps),
                 }
         out.append(row)
+    return out
+
+
+def versus_random(models: dict[str, dict], dataset: str, metric: str) -> list[dict]:
+    """Each named discriminator's mean over seeds against the random discriminators' means: the gap (named − random
+    mean) with a 95% t interval whose spread is how much the random discriminators differ among themselves (df =
+    their number − 1) plus the named one's seed noise (the pooled seed sd), and how many random ones it beats. A pick
+    beats "a discriminator drawn at random" beyond the noise only when the whole interval is on the better side."""
+    gan = {n: m for n, m in models.items() if m["group"] not in FIXED and m["values"].get((dataset, metric))}
+    means = {n: stats.mean_sd(list(m["values"][(dataset, metric)].values()))[0] for n, m in gan.items()}
+    randoms = [means[n] for n, m in gan.items() if m["group"] == "random"]
+    if len(randoms) < 2:
+        return []
+    spread = stats.pooled_sd([list(m["values"][(dataset, metric)].values()) for m in gan.values()]) or 0.0
+    lower = METRICS[metric].lower_is_better
+    out = []
+    for name in (n for n, m in gan.items() if m["group"] not in ("reference", "random")):
+        values = list(gan[name]["values"][(dataset, metric)].values())
+        flipped = stats.gap_to_fixed(randoms, values, spread)  # random mean − named
+        low, high = -flipped.high, -flipped.low
+        beaten = sum((means[name] < r) if lower else (means[name] > r) for r in randoms)
+        out.append(
+            {
+                "dataset": dataset,
+                "metric": metric,
+                "model": name,
+                "gap": -flipped.estimate,
+                "low": low,
+                "high": high,
+                "random_models": len(randoms),
+                "beats_random": beaten,
+                "better_beyond_noise": high < 0 if lower else low > 0,
+                "worse_beyond_noise": low > 0 if lower else high < 0,
+            }
+        )
     return out
 
 
@@ -427,6 +499,7 @@ def report(folder: Path) -> str:
     )
     metrics = [k for k in REPORTED if any(k == mk for m in models.values() for _, mk in m["values"])]
     diffs = [row for d in datasets for k in metrics for row in differences(models, d, k)]
+    against_random = [row for d in datasets for k in metrics for row in versus_random(models, d, k)]
     lines = [
         f"# Discriminators for `{exp.get('generator', 'the generator')}`: `{folder.name}`",
         "",
@@ -477,6 +550,34 @@ def report(folder: Path) -> str:
             parts = [f"vs {label}: {_judge(v, row['metric'])}" for label, v in row["versus"].items()]
             if parts:
                 lines.append(f"- {row['dataset']} {METRICS[row['metric']].label}, {row['model']}: " + "; ".join(parts))
+    if against_random:
+        lines += [
+            "",
+            "## Against a discriminator drawn at random",
+            "",
+            "Gap = the model's mean over seeds − the random discriminators' mean, with a 95% t interval over the "
+            "random ones (how much drawing a discriminator varies, df = their number − 1) and the model's seed noise. "
+            "'Beyond the noise' = the whole interval on one side.",
+            "",
+            "| dataset | metric | model | gap to random mean | 95% interval | beats random | verdict |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in against_random:
+            digits = _digits(row["metric"])
+            verdict = (
+                "better beyond the noise"
+                if row["better_beyond_noise"]
+                else "worse beyond the noise"
+                if row["worse_beyond_noise"]
+                else "within the noise"
+            )
+            lines.append(
+                f"| {row['dataset']} | {METRICS[row['metric']].label} | {row['model']} | {row['gap']:+.{digits}f} | "
+                f"[{row['low']:+.{digits}f}, {row['high']:+.{digits}f}] | "
+                f"{row['beats_random']} of {row['random_models']} | {verdict} |"
+            )
+    if selection and plot_front(models, selection, folder / FRONT_PLOT):
+        lines += ["", f"![{selection}: Y-PSNR against NIQE]({FRONT_PLOT})"]
     text = "\n".join(lines) + "\n"
     summary = {
         "experiment": folder.name,
@@ -493,10 +594,70 @@ def report(folder: Path) -> str:
             for n, m in models.items()
         },
         "differences": diffs,
+        "versus_random": against_random,
     }
     records.write_json(folder / records.SUMMARY, summary)
     atomic_write_text(folder / records.REPORT, text)
     return text
+
+
+# --- the front ----------------------------------------------------------------------------------------------------
+
+FRONT_PLOT = "front.png"
+FRONT_STYLE = {
+    "pixel": {"marker": "D", "color": "black", "markersize": 6},
+    "published": {"marker": "*", "color": "tab:blue", "markersize": 12},
+    "searched": {"marker": "^", "color": "tab:red", "markersize": 8},
+    "random": {"marker": "o", "color": "0.55", "markersize": 6},
+}
+OTHER_STYLE = {"marker": "s", "color": "tab:green", "markersize": 7}  # the reference and other built-ins
+
+
+def plot_front(models: dict[str, dict], dataset: str, path: Path) -> bool:
+    """Y-PSNR against NIQE on ``dataset`` (the validation slice): each model at its mean over seeds with each seed's
+    point beside it, the models no other beats on both axes joined (the front). False when no model has both."""
+    from darts_sr.search.plots import plt  # the Agg backend, set before pyplot loads
+
+    points = {
+        n: (m["values"][(dataset, "niqe")], m["values"][(dataset, "psnr_y")])
+        for n, m in models.items()
+        if m["values"].get((dataset, "niqe")) and m["values"].get((dataset, "psnr_y"))
+    }
+    if not points:
+        return False
+    fig, ax = plt.subplots(figsize=(7.5, 5.5), layout="constrained")
+    shown: set[str] = set()
+    means = {}
+    for name, (niqe, psnr) in points.items():
+        group = models[name]["group"]
+        style = FRONT_STYLE.get(group, OTHER_STYLE)
+        x, y = stats.mean_sd(list(niqe.values()))[0], stats.mean_sd(list(psnr.values()))[0]
+        means[name] = (x, y)
+        seeds = sorted(set(niqe) & set(psnr))
+        if len(seeds) > 1:
+            ax.scatter([niqe[k] for k in seeds], [psnr[k] for k in seeds], s=10, color=style["color"], alpha=0.45)
+            for k in seeds:
+                ax.plot([x, niqe[k]], [y, psnr[k]], color=style["color"], alpha=0.3, linewidth=0.8)
+        label = group if group in FRONT_STYLE else "reference / built-in"
+        ax.plot(x, y, linestyle="none", label=None if label in shown else label, **style)
+        shown.add(label)
+        ax.annotate(name, (x, y), fontsize=7, xytext=(5, 3), textcoords="offset points")
+    front = sorted(
+        (p for n, p in means.items() if not any(o[0] <= p[0] and o[1] >= p[1] and o != p for o in means.values())),
+    )
+    ax.plot([p[0] for p in front], [p[1] for p in front], color="0.3", linestyle=":", linewidth=1, label="front")
+    ax.set_xlabel(f"{dataset} NIQE (lower is better)")
+    ax.set_ylabel(f"{dataset} Y-PSNR, dB (higher is better)")
+    ax.set_title(f"{dataset}: each model's mean over seeds (small points: single seeds)", fontsize=9)
+    ax.invert_xaxis()  # better is up and to the right
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
 
 
 if __name__ == "__main__":

@@ -84,6 +84,18 @@ def test_records_per_discriminator_and_seed_skip_on_rerun_and_rebuild_the_report
         assert discriminator_compare.main(argv) == 0
     assert sum("every model already recorded" in m for m in caplog.messages) == 2
 
+    # Published weights are scored beside the fine-tunes on the same sets (nothing trained), shown in the tables and
+    # the front, and left out of the seed spread and the comparisons.
+    published = ["--published", f"mine={work / 'pixel_seed1' / 'model_pixel.pt'}"]
+    assert discriminator_compare.main([*argv, *published]) == 0
+    record = json.loads((out / "mine_seed0.json").read_text())
+    assert (record["model"], record["group"]) == ("mine", "published")
+    assert set(record["scores"]["gan"]) == {"val", "Set5"}
+    assert record["scores"]["gan"]["Set5"] == pixel["scores"]["pixel"]["Set5"]  # the same weights, the same scores
+    report = (out / records.REPORT).read_text()
+    assert "| mine | published |" in report and (out / discriminator_compare.FRONT_PLOT).stat().st_size > 10_000
+    assert json.loads((out / records.SUMMARY).read_text())["differences"] == diffs
+
     # The report needs the records alone.
     shutil.rmtree(work)
     (out / records.REPORT).unlink()
@@ -99,6 +111,9 @@ def test_records_per_discriminator_and_seed_skip_on_rerun_and_rebuild_the_report
         (["--set", "gan_phase.steps=0"], "gan_phase.steps and gan_phase.loss.adversarial must be > 0"),
         (["--set", "data.val=../shared/datasets/Set14"], "is the reported benchmark Set14"),
         (["--shard", "2/2"], "--shard '2/2'"),
+        (["--published", "reference=x.pt"], "--published 'reference=x.pt': the label 'reference' is taken"),
+        (["--published", "TPSR_D2"], "--published 'TPSR_D2': expected LABEL=WEIGHTS"),
+        (["--published", "a=nowhere.pt"], "nowhere.pt: no such checkpoint file"),
     ],
 )
 def test_bad_evidence_input_is_a_one_line_error(tmp_path, inputs, capsys, extra, fragment):
@@ -133,3 +148,31 @@ def test_a_built_in_discriminator_is_compared_like_a_searched_one():
     assert [r["model"] for r in rows] == ["esrgan_body"]
     assert rows[0]["versus"]["reference"]["gaps"] == pytest.approx([-0.5, -0.3])
     assert rows[0]["versus"]["random mean"]["better_seeds"] == 2
+
+
+RANDOM_NIQE = (5.2, 5.4, 5.6, 5.8)
+
+
+def test_a_pick_beats_random_discriminators_only_when_the_whole_interval_is_on_the_better_side():
+    """The interval's spread is how much the random discriminators differ among themselves: a pick better than all
+    four by more than that spread is better beyond the noise; one inside their range is not; published and pixel
+    models are never compared."""
+    values = lambda *v: {("holdout", "niqe"): dict(enumerate(v))}  # noqa: E731
+    models = {
+        "pixel": {"group": "pixel", "values": values(7.0, 7.0)},
+        "TPSR_D2": {"group": "published", "values": values(1.0)},
+        "searched_0": {"group": "searched", "values": values(4.0, 4.1)},
+        "searched_1": {"group": "searched", "values": values(5.4, 5.5)},
+        "reference": {"group": "reference", "values": values(5.5, 5.6)},
+        **{f"random_{i}": {"group": "random", "values": values(v, v + 0.1)} for i, v in enumerate(RANDOM_NIQE)},
+    }
+    rows = {r["model"]: r for r in discriminator_compare.versus_random(models, "holdout", "niqe")}
+    assert set(rows) == {"searched_0", "searched_1"}
+    clear, inside = rows["searched_0"], rows["searched_1"]
+    assert clear["gap"] == pytest.approx(4.05 - 5.55) and clear["high"] < 0 and clear["beats_random"] == 4
+    assert clear["better_beyond_noise"] and not clear["worse_beyond_noise"]
+    assert inside["low"] < 0 < inside["high"] and inside["beats_random"] == 2
+    assert not inside["better_beyond_noise"] and not inside["worse_beyond_noise"]
+    # Y-PSNR is higher-better: the same numbers read as PSNR make the pick worse beyond the noise.
+    as_psnr = {n: {**m, "values": {("holdout", "psnr_y"): m["values"][("holdout", "niqe")]}} for n, m in models.items()}
+    assert discriminator_compare.versus_random(as_psnr, "holdout", "psnr_y")[0]["worse_beyond_noise"]
