@@ -250,7 +250,7 @@ def experiment(args: argparse.Namespace) -> None:
         args.train_seeds,
         out,
     )
-    for label, weights in published.items():
+    for label, weights in published.items() if index == 0 else ():  # scored once, by the first shard
         fixed_record(weights, genotype, 0, evaluator, selection, out / f"{label}_seed0.json", label, "published")
     for seed in range(args.train_seeds)[index::count]:
         names = ["pixel", *(m.name for m in models)]
