@@ -62,6 +62,7 @@ compare() {
   done
   # The race's fine-tunes are this comparison's trials of the same discriminators and seeds: scored in their folders.
   for rung in "$root"/runs/stage2_judged/race/race/rung*; do [[ -d $rung ]] && reuse+=(--reuse "${rung#"$root"/}"); done
+  (( ${#runs[@]} )) || { echo "error: $res/supernet_seed0: run the supernet step first" >&2; exit 2; }
   (cd "$root" && "$py" -m darts_sr compare-discriminators "${recipe[@]}" --init "$weights" --search-runs "${runs[@]}" \
     --discriminator esrgan_body --random 4 --train-seeds 2 --out results/gan_stage2 --work runs/gan_stage2 \
     --published "TPSR_D2=$published/TPSR_D2X4.pt" --published "TPSR_ESRGAN=$published/TPSR_ESRGANX4.pt" \
