@@ -613,6 +613,17 @@ FRONT_STYLE = {
 OTHER_STYLE = {"marker": "s", "color": "tab:green", "markersize": 7}  # the reference and other built-ins
 
 
+def _nearby_labels(points: dict[str, tuple[float, float]]) -> dict[tuple[float, float], list[str]]:
+    """One label per spot: names whose points lie within 1.5% of the axes' spans of a labelled one join its label."""
+    xs, ys = [p[0] for p in points.values()], [p[1] for p in points.values()]
+    dx, dy = 0.015 * ((max(xs) - min(xs)) or 1.0), 0.015 * ((max(ys) - min(ys)) or 1.0)
+    spots: dict[tuple[float, float], list[str]] = {}
+    for name, (x, y) in points.items():
+        near = next((at for at in spots if abs(at[0] - x) <= dx and abs(at[1] - y) <= dy), (x, y))
+        spots.setdefault(near, []).append(name)
+    return spots
+
+
 def plot_front(models: dict[str, dict], dataset: str, path: Path) -> bool:
     """Y-PSNR against NIQE on ``dataset`` (the validation slice): each model at its mean over seeds with each seed's
     point beside it, the models no other beats on both axes joined (the front). False when no model has both."""
@@ -641,7 +652,8 @@ def plot_front(models: dict[str, dict], dataset: str, path: Path) -> bool:
         label = group if group in FRONT_STYLE else "reference / built-in"
         ax.plot(x, y, linestyle="none", label=None if label in shown else label, **style)
         shown.add(label)
-        ax.annotate(name, (x, y), fontsize=7, xytext=(5, 3), textcoords="offset points")
+    for (x, y), names in _nearby_labels(means).items():
+        ax.annotate(", ".join(names), (x, y), fontsize=7, xytext=(5, 3), textcoords="offset points")
     front = sorted(
         (p for n, p in means.items() if not any(o[0] <= p[0] and o[1] >= p[1] and o != p for o in means.values())),
     )

@@ -176,3 +176,8 @@ def test_a_pick_beats_random_discriminators_only_when_the_whole_interval_is_on_t
     # Y-PSNR is higher-better: the same numbers read as PSNR make the pick worse beyond the noise.
     as_psnr = {n: {**m, "values": {("holdout", "psnr_y"): m["values"][("holdout", "niqe")]}} for n, m in models.items()}
     assert discriminator_compare.versus_random(as_psnr, "holdout", "psnr_y")[0]["worse_beyond_noise"]
+
+
+def test_the_fronts_labels_join_names_at_one_spot():
+    spots = discriminator_compare._nearby_labels({"a": (7.0, 28.1), "b": (7.001, 28.1005), "c": (5.0, 27.0)})
+    assert sorted(spots.values()) == [["a", "b"], ["c"]]
