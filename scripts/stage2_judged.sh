@@ -7,6 +7,8 @@
 #   bash scripts/stage2_judged.sh compare I/N     # the picks, SRGAN's and ESRGAN's discriminators, 4 random; 2 seeds;
 #                                                 # TPSR's published GAN models (TPSR_D2, TPSR_ESRGAN) scored beside
 #   bash scripts/stage2_judged.sh report
+#   bash scripts/stage2_judged.sh pipeline-pixel  # our searched generator, pixel-trained (see below), then
+#   bash scripts/stage2_judged.sh pipeline I/N    # the same fine-tunes from it
 # Results (small files, committed): results/stage2_judged/{supernet_seedK,race}/ (config, genotype, summary or race
 # log) and the comparison's records in results/gan_stage2/.
 set -euo pipefail
@@ -76,10 +78,32 @@ report() {
   (cd "$root" && "$py" -m darts_sr compare-discriminators --report results/gan_stage2)
 }
 
+# The whole pipeline (issue 23, part 4): the searched generator with the best holdout score in the calibrated
+# comparison (results/search_compare/p16_720: search seed 2's genotype), pixel-trained on compare_cpu as that
+# comparison trained it (seed 0: the same trial, so its record there says what to expect), then fine-tuned as above
+# against the three picks and SRGAN's reference, two seeds.
+searched=results/search_sweep/p16_720/seed2
+pixel=runs/stage2_judged/pipeline_pixel
+pipeline_pixel() {  # one process: the comparison's searched_0 (its shard 0/2; shard 1/2 would be TPSR's)
+  (cd "$root" && "$py" -m darts_sr compare --config compare_cpu --search-runs $searched --random 0 --train-seeds 1 \
+    --out $pixel/records --work $pixel/work --shard 0/2)
+}
+pipeline() {
+  [[ -f $root/$pixel/records/searched_0_seed0.json ]] || { echo "error: $pixel: run pipeline-pixel first" >&2; exit 2; }
+  for run in $res/supernet_seed0 $res/supernet_seed1 $res/race; do
+    [[ -f $root/$run/genotype_discriminator.json ]] || { echo "error: $run: run the supernet and race steps first" >&2; exit 2; }
+  done
+  (cd "$root" && "$py" -m darts_sr compare-discriminators "${recipe[@]}" --generator $searched/genotype_generator.json \
+    --init $pixel/work/searched_0_seed0/model_pixel.pt --search-runs $res/supernet_seed0 $res/supernet_seed1 $res/race \
+    --random 0 --train-seeds 2 --out results/gan_pipeline --work runs/gan_pipeline --shard "$1")
+}
+
 case "${1:-}" in
   supernet) supernet "${2:?seed}" ;;
   race) race ;;
   compare) compare "${2:-0/1}" ;;
   report) report ;;
-  *) echo "usage: stage2_judged.sh supernet SEED | race | compare I/N | report" >&2; exit 2 ;;
+  pipeline-pixel) pipeline_pixel ;;
+  pipeline) pipeline "${2:-0/1}" ;;
+  *) echo "usage: stage2_judged.sh supernet SEED | race | compare I/N | report | pipeline-pixel | pipeline I/N" >&2; exit 2 ;;
 esac
