@@ -23,6 +23,13 @@ recipe=(--config configs/gan_finetune_cpu.yaml --set discriminator.base_width=nu
         --set gan_phase.ema=0.99 --set gan_phase.lr_min=0.000001 --set gan_phase.keep=lowest_niqe
         --set gan_phase.psnr_floor=27.0)
 
+picks=("$res/supernet_seed0" "$res/supernet_seed1" "$res/race")  # their order names them: searched_0, _1, _2
+need_picks() {  # need_picks WHAT: every pick's step finished, else a one-line error
+  for run in "${picks[@]}"; do
+    [[ -f $root/$run/genotype_discriminator.json ]] || { echo "error: $run: not finished; $1" >&2; exit 2; }
+  done
+}
+
 keep() {  # keep FROM TO FILE...: the run's small files, the genotype last (its presence marks the step done)
   local from="$1" to="$2"; shift 2
   mkdir -p "$root/$to.tmp"
@@ -58,7 +65,7 @@ compare() {
   # The picks in a fixed order (their names, searched_<i>, follow it): a pick not finished yet is left out of this
   # pass, said so, and joins when compare is run again after its step; the report refuses until all are in.
   local runs=() reuse=()
-  for run in $res/supernet_seed0 $res/supernet_seed1 $res/race; do
+  for run in "${picks[@]}"; do
     if [[ -f $root/$run/genotype_discriminator.json ]]; then runs+=("$run")
     else echo "note: $run not finished: its pick is not in this pass; run compare again after it" >&2; break; fi
   done
@@ -72,9 +79,7 @@ compare() {
 }
 
 report() {
-  for run in $res/supernet_seed0 $res/supernet_seed1 $res/race; do
-    [[ -f $root/$run/genotype_discriminator.json ]] || { echo "error: $run: not finished, the report needs every pick" >&2; exit 2; }
-  done
+  need_picks "the report needs every pick"
   (cd "$root" && "$py" -m darts_sr compare-discriminators --report results/gan_stage2)
 }
 
@@ -90,11 +95,9 @@ pipeline_pixel() {  # one process: the comparison's searched_0 (its shard 0/2; s
 }
 pipeline() {
   [[ -f $root/$pixel/records/searched_0_seed0.json ]] || { echo "error: $pixel: run pipeline-pixel first" >&2; exit 2; }
-  for run in $res/supernet_seed0 $res/supernet_seed1 $res/race; do
-    [[ -f $root/$run/genotype_discriminator.json ]] || { echo "error: $run: run the supernet and race steps first" >&2; exit 2; }
-  done
+  need_picks "run the supernet and race steps first"
   (cd "$root" && "$py" -m darts_sr compare-discriminators "${recipe[@]}" --generator $searched/genotype_generator.json \
-    --init $pixel/work/searched_0_seed0/model_pixel.pt --search-runs $res/supernet_seed0 $res/supernet_seed1 $res/race \
+    --init $pixel/work/searched_0_seed0/model_pixel.pt --search-runs "${picks[@]}" \
     --random 0 --train-seeds 2 --out results/gan_pipeline --work runs/gan_pipeline --shard "$1")
 }
 

@@ -654,9 +654,8 @@ def plot_front(models: dict[str, dict], dataset: str, path: Path) -> bool:
         shown.add(label)
     for (x, y), names in _nearby_labels(means).items():
         ax.annotate(", ".join(names), (x, y), fontsize=7, xytext=(5, 3), textcoords="offset points")
-    front = sorted(
-        (p for n, p in means.items() if not any(o[0] <= p[0] and o[1] >= p[1] and o != p for o in means.values())),
-    )
+    points_at = list(means.values())
+    front = sorted(p for p in points_at if not any(o[0] <= p[0] and o[1] >= p[1] and o != p for o in points_at))
     ax.plot([p[0] for p in front], [p[1] for p in front], color="0.3", linestyle=":", linewidth=1, label="front")
     ax.set_xlabel(f"{dataset} NIQE (lower is better)")
     ax.set_ylabel(f"{dataset} Y-PSNR, dB (higher is better)")

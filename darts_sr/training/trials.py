@@ -436,17 +436,16 @@ def run_trials(
             done.append(record)
             continue
         found = find_record(list(reuse), key)
-        if found and unscored(found[1], evaluator) and (found[0].with_suffix("") / run_files.RETRAIN.summary).is_file():
+        source, folder = (found[0], found[0].with_suffix("")) if found else (None, None)
+        if found and not unscored(found[1], evaluator):
+            record = replace(found[1], **p.labels, extra=p.extra | {"reused_from": str(source)})
+            log.info("%s: the same trial is recorded in %s, copied", p.name, source)
+        elif found and (folder / run_files.RETRAIN.summary).is_file():
             # Recorded without the evaluator's sets (a race's fine-tune, scored on the validation slice alone): its
             # finished run folder beside the record is read back and scored here, nothing trained.
-            folder = found[0].with_suffix("")
             log.info("%s: the same trial finished in %s, scored there", p.name, folder)
             record = p.trial.record(folder, Path(work) / "split", evaluator, p.labels)
             record.extra = p.extra | {"reused_from": str(folder)}
-        elif found and not unscored(found[1], evaluator):
-            source, record = found
-            record = replace(record, **p.labels, extra=p.extra | {"reused_from": str(source)})
-            log.info("%s: the same trial is recorded in %s, copied", p.name, source)
         else:
             record = p.trial.record(Path(work) / p.name, Path(work) / "split", evaluator, p.labels)
             record.extra = dict(p.extra)
